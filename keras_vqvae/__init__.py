@@ -1,0 +1,28 @@
+"""keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices, in TensorFlow / Keras 3.
+
+Pipeline: data -> Encoder -> VectorQuantizer -> Decoder, trained as one `VQVAE` model with `fit`.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the user's way
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(f"keras_vqvae needs Keras' TensorFlow backend, but KERAS_BACKEND is "
+                      f"{keras.backend.backend()!r}: set KERAS_BACKEND=tensorflow before importing it")
+
+from keras_vqvae.data import load_slices, make_dataset, pixel_variance, read_folder, synthetic_slices  # noqa: E402
+from keras_vqvae.errors import InputError  # noqa: E402
+from keras_vqvae.metrics import CodebookUsage, Perplexity, brain_ssim, psnr, ssim  # noqa: E402
+from keras_vqvae.networks import Decoder, Encoder, ResidualBlock  # noqa: E402
+from keras_vqvae.quantizer import VectorQuantizer  # noqa: E402
+from keras_vqvae.vqvae import VQVAE  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "VectorQuantizer", "Encoder", "Decoder", "ResidualBlock", "VQVAE",
+    "load_slices", "read_folder", "synthetic_slices", "make_dataset", "pixel_variance",
+    "ssim", "psnr", "brain_ssim", "CodebookUsage", "Perplexity", "InputError",
+]

@@ -1,0 +1,63 @@
+"""Shared command-line plumbing: flags derived from a configuration dataclass, and one-line errors with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+from typing import Callable
+
+from keras_vqvae.errors import InputError
+
+USAGE_ERROR = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, naming the problem and pointing to --help."""
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """`parse` for argparse's type=, with its ValueError message shown to the user as it is."""
+
+    @functools.wraps(parse)
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return wrapped
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
+    """One flag per field of `config_class`: --field-name, typed by its default, with the field's help text."""
+    for field in dataclasses.fields(config_class):
+        parse = argument_type(field.metadata["parse"]) if "parse" in field.metadata else (
+            str if field.default is None else type(field.default))
+        default = field.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=parse, default=default,
+                            choices=field.metadata.get("choices"), metavar=field.name.upper(),
+                            help=f"{field.metadata['help']} (default: {shown})")
+
+
+def config_from_arguments(config_class, arguments: argparse.Namespace):
+    return config_class(**{f.name: getattr(arguments, f.name) for f in dataclasses.fields(config_class)})
+
+
+def main_with_errors(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Wraps a command's main so that an InputError prints as one line on stderr and exits with status 2."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except InputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return USAGE_ERROR
+
+    return wrapped

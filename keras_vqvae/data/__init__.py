@@ -1,0 +1,12 @@
+"""Data: brain slices from folders (OASIS layout or any folder), the embedded synthetic subjects, and checks.
+
+`python -m keras_vqvae.data verify DIR` checks an OASIS copy against the shipped manifest;
+`python -m keras_vqvae.data make-sample DIR` writes the embedded synthetic data set to disk in the OASIS layout.
+"""
+
+from keras_vqvae.data.slices import (OASIS_FOLDERS, SliceSet, Slices, load_slices, make_dataset, pixel_variance,
+                                     read_folder, synthetic_slices)
+from keras_vqvae.data.synthetic import SubjectSplit, make_subject
+
+__all__ = ["OASIS_FOLDERS", "SliceSet", "Slices", "SubjectSplit", "load_slices", "make_dataset", "make_subject",
+           "pixel_variance", "read_folder", "synthetic_slices"]

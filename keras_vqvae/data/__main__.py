@@ -1,0 +1,41 @@
+"""`python -m keras_vqvae.data {verify,make-sample}`: check an OASIS copy, or write the embedded synthetic data."""
+
+from __future__ import annotations
+
+import sys
+
+from keras_vqvae import cli
+from keras_vqvae.data.manifest import verify_copy
+from keras_vqvae.data.synthetic import ANNOUNCEMENT, SubjectSplit, write_sample
+
+
+@cli.main_with_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.ArgumentParser(prog="python -m keras_vqvae.data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.ArgumentParser)
+    verify = commands.add_parser("verify", help="compare an OASIS copy with the shipped manifest, file by file "
+                                                "(exit status 1 when anything differs)")
+    verify.add_argument("folder", help="the folder that holds keras_png_slices_train, _validate, _test")
+    sample = commands.add_parser("make-sample", help="write the embedded synthetic data in the OASIS layout")
+    sample.add_argument("folder", help="a new or empty folder to write into")
+    sample.add_argument("--subjects", type=cli.argument_type(SubjectSplit.parse), default=SubjectSplit(), metavar="TRAIN,VALIDATE,TEST",
+                        help="virtual subjects per split (default: 48,8,8)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the virtual subjects (default: 0)")
+    arguments = parser.parse_args(argv)
+
+    if arguments.command == "verify":
+        reports = verify_copy(arguments.folder)
+        for report in reports:
+            print(report.describe())
+        needed = [r for r in reports if not r.is_segmentation or r.present]
+        ok = all(r.ok for r in needed)
+        print("the copy matches the manifest" if ok else "the copy differs from the manifest: see the lines above")
+        return 0 if ok else 1
+
+    count = write_sample(arguments.folder, arguments.subjects, arguments.seed)
+    print(f"wrote {count} slices to {arguments.folder}. {ANNOUNCEMENT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

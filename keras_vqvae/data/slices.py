@@ -1,0 +1,252 @@
+"""Brain slices from a folder or from the embedded synthetic set, as `tf.data` pipelines in [-0.5, 0.5].
+
+Three folder layouts are understood:
+
+* the OASIS layout: a folder holding ``keras_png_slices_train``, ``keras_png_slices_validate`` and
+  ``keras_png_slices_test`` (the ``seg`` folders beside them are segmentations and are ignored);
+* one split folder, or any folder of PNG/JPEG slices: it is split by subject into train/validate/test,
+  deterministically by seed, so that no subject is in two splits.
+
+Subjects are read from file names such as ``case_001_slice_0.nii.png`` (subject 001, slice 0).
+Images are checked when the folder is read, so a corrupt file is named before training starts, not deep inside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+from keras_vqvae.data import synthetic
+from keras_vqvae.errors import InputError
+
+SPLITS = synthetic.SPLITS
+OASIS_FOLDERS = {split: f"keras_png_slices_{split}" for split in SPLITS}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+_NAME_PATTERNS = (
+    re.compile(r"case_(?P<case>[^_]+)_slice_(?P<slice>\d+)", re.IGNORECASE),
+    re.compile(r"^(?P<case>.+?)[_-]+slice[_-]*(?P<slice>\d+)", re.IGNORECASE),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceSet:
+    """The slices of one split: where each image comes from, and which subject and slice number it is.
+
+    Exactly one of `files` (image paths) and `pixels` (uint8 array (N, H, W) held in memory) is given.
+    `slice_numbers` is -1 where a file name carries none.
+    """
+
+    name: str
+    case_ids: tuple[str, ...]
+    slice_numbers: tuple[int, ...]
+    files: tuple[str, ...] = ()
+    pixels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    @property
+    def num_subjects(self) -> int:
+        return len(set(self.case_ids))
+
+    def decoded(self) -> tf.data.Dataset:
+        """Images as float32 in [0, 1], shape (H, W, 1) at their stored size, in order."""
+        if self.pixels is not None:
+            dataset = tf.data.Dataset.from_tensor_slices(self.pixels[..., None])
+            return dataset.map(lambda pixels: tf.image.convert_image_dtype(pixels, tf.float32))
+        dataset = tf.data.Dataset.from_tensor_slices(list(self.files))
+        return dataset.map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slices:
+    """The three splits of one data source, a one-line description, and notes on what was done to the input."""
+
+    train: SliceSet
+    validate: SliceSet
+    test: SliceSet
+    description: str
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{s.name} {len(s)} slices / {s.num_subjects} subjects" for s in self.splits())
+        return f"{self.description}: {counts}"
+
+    def splits(self) -> tuple[SliceSet, SliceSet, SliceSet]:
+        return self.train, self.validate, self.test
+
+
+def _decode_file(path: tf.Tensor) -> tf.Tensor:
+    # decode_image scales 8- and 16-bit images alike to [0, 1] and converts RGB(A) and palettes to luma.
+    image = tf.io.decode_image(tf.io.read_file(path), channels=1, dtype=tf.float32, expand_animations=False)
+    image.set_shape([None, None, 1])
+    return image
+
+
+def load_slices(path: str | Path | None = None, seed: int = 0,
+                synthetic_subjects: synthetic.SubjectSplit = synthetic.SubjectSplit()) -> Slices:
+    """Slices from `path` (see the module docstring), or the embedded synthetic subjects when `path` is None."""
+    if path is None:
+        return synthetic_slices(synthetic_subjects, seed)
+    return read_folder(path, seed)
+
+
+def synthetic_slices(subjects: synthetic.SubjectSplit = synthetic.SubjectSplit(), seed: int = 0) -> Slices:
+    """The embedded default data: virtual subjects from the MNI152 template, generated in memory."""
+    sets = {}
+    for split, (pixels, case_ids, slice_numbers) in synthetic.make_split_arrays(subjects, seed).items():
+        sets[split] = SliceSet(split, tuple(f"{i:03d}" for i in case_ids), tuple(int(n) for n in slice_numbers),
+                               pixels=pixels)
+    return Slices(**sets, description=f"embedded synthetic data (seed {seed})", notes=(synthetic.ANNOUNCEMENT,))
+
+
+def read_folder(path: str | Path, seed: int = 0) -> Slices:
+    """Slices from a folder in the OASIS layout, or any folder of slices split by subject (see module docstring)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InputError(f"data folder {root} does not exist: give the folder that holds keras_png_slices_train, "
+                         f"_validate and _test (or any folder of PNG slices), or leave --data out for the embedded data")
+    if not root.is_dir():
+        raise InputError(f"{root} is a file, not a folder: give the folder that holds the slices")
+    present = {split: root / folder for split, folder in OASIS_FOLDERS.items() if (root / folder).is_dir()}
+    if present:
+        missing = [OASIS_FOLDERS[s] for s in SPLITS if s not in present]
+        if missing:
+            raise InputError(f"{root} is in the OASIS layout but lacks {', '.join(missing)}: restore it, "
+                             f"or give one split folder (e.g. {present[next(iter(present))]}) to split it by subject")
+        scans = {split: _scan(folder) for split, folder in present.items()}
+        sets = {split: _slice_set(split, scan.files) for split, scan in scans.items()}
+        notes = _notes(list(scans.values()))
+        return Slices(**sets, description=f"OASIS layout at {root}", notes=notes)
+
+    scan = _scan(root)
+    sets, split_notes = _split_by_subject(scan.files, seed)
+    description = f"slices in {root}, split by subject with seed {seed}"
+    return Slices(**sets, description=description, notes=_notes([scan]) + split_notes)
+
+
+@dataclasses.dataclass
+class _Scan:
+    """What reading one folder found: image files, and counts of everything that needs telling the user."""
+
+    files: list[Path]
+    modes: Counter
+    sizes: Counter
+    ignored: list[str]
+
+
+def _scan(folder: Path) -> _Scan:
+    entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        found = f" (found only {len(entries)} other files, e.g. {entries[0].name})" if entries else " (it is empty)"
+        raise InputError(f"no PNG or JPEG slices in {folder}{found}: give the folder that holds the slices")
+    modes, sizes = Counter(), Counter()
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                modes[image.mode] += 1
+                sizes[image.size] += 1
+                image.verify()  # checks the whole file's structure and checksums without decoding pixels
+        except (OSError, SyntaxError, UnidentifiedImageError) as error:
+            raise InputError(f"{file} is not a readable image ({error}): copy it again or delete it") from None
+    ignored = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+    return _Scan(files, modes, sizes, ignored)
+
+
+def _notes(scans: list[_Scan]) -> tuple[str, ...]:
+    modes = sum((s.modes for s in scans), Counter())
+    sizes = sum((s.sizes for s in scans), Counter())
+    ignored = [name for s in scans for name in s.ignored]
+    notes = []
+    converted = {mode: n for mode, n in modes.items() if mode not in ("L", "I;16", "I;16B", "I")}
+    if converted:
+        kinds = ", ".join(f"{n} {mode}" for mode, n in sorted(converted.items()))
+        notes.append(f"converted colour images to grayscale ({kinds})")
+    wide = sum(n for mode, n in modes.items() if mode.startswith("I"))
+    if wide:
+        notes.append(f"scaled {wide} 16-bit images to the same [0, 1] range as 8-bit ones")
+    if len(sizes) > 1 or any(w != h for w, h in sizes):
+        shown = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sizes.most_common(4))
+        notes.append(f"images of several or non-square sizes ({shown}) are padded to square and resized")
+    if ignored:
+        notes.append(f"ignored {len(ignored)} files that are not PNG/JPEG images (e.g. {ignored[0]})")
+    return tuple(notes)
+
+
+def _parse_name(path: Path) -> tuple[str, int] | None:
+    for pattern in _NAME_PATTERNS:
+        match = pattern.search(path.name)
+        if match:
+            return match["case"], int(match["slice"])
+    return None
+
+
+def _slice_set(split: str, files: list[Path]) -> SliceSet:
+    parsed = [_parse_name(p) or (p.stem, -1) for p in files]
+    return SliceSet(split, tuple(c for c, _ in parsed), tuple(n for _, n in parsed), files=tuple(map(str, files)))
+
+
+def _split_by_subject(files: list[Path], seed: int) -> tuple[dict[str, SliceSet], tuple[str, ...]]:
+    """Train/validate/test by subject: subjects are shuffled by `seed` and dealt out by SPLIT_FRACTIONS."""
+    everything = _slice_set("all", files)
+    subjects = sorted(set(everything.case_ids))
+    if len(subjects) < 3:
+        raise InputError(f"{files[0].parent} holds {len(subjects)} subject(s); splitting into train/validate/test "
+                         f"needs at least 3: name files like case_001_slice_0.png, or add more subjects")
+    shuffled = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
+    num_validate, num_test = np.maximum(1, np.round(np.array(SPLIT_FRACTIONS[1:]) * len(subjects)).astype(int))
+    split_of = {case: "train" for case in shuffled}
+    split_of.update({case: "test" for case in shuffled[:num_test]})
+    split_of.update({case: "validate" for case in shuffled[num_test:num_test + num_validate]})
+    sets = {}
+    for split in SPLITS:
+        keep = [i for i, case in enumerate(everything.case_ids) if split_of[case] == split]
+        sets[split] = _slice_set(split, [files[i] for i in keep])
+    notes = ()
+    if all(n == -1 for n in everything.slice_numbers):
+        notes = ("file names carry no subject id (like case_001_slice_0.png), so each image counts as its own "
+                 "subject and slices of one brain may land in different splits",)
+    return sets, notes
+
+
+def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, training: bool = False,
+                 seed: int | None = None) -> tf.data.Dataset:
+    """Batches of images (batch, image_size, image_size, 1) float32 in [-0.5, 0.5].
+
+    Images are padded to square, resized with antialiasing, cached in memory after the first pass, shuffled each
+    epoch when `training` (deterministically when `seed` is given), batched and prefetched.
+    """
+    if len(slice_set) == 0:
+        raise InputError(f"the {slice_set.name} split has no slices: give more subjects or another folder")
+
+    def normalise(image):  # (H, W, 1) in [0, 1] -> (image_size, image_size, 1) in [-0.5, 0.5]
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        side = tf.maximum(height, width)
+        image = tf.image.pad_to_bounding_box(image, (side - height) // 2, (side - width) // 2, side, side)
+        image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        return tf.clip_by_value(image, 0.0, 1.0) - 0.5
+
+    dataset = slice_set.decoded().map(normalise, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if training:
+        dataset = dataset.shuffle(min(len(slice_set), 4096), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def pixel_variance(dataset: tf.data.Dataset) -> float:
+    """Variance of all pixels of a (batched) dataset, in one pass: the normaliser of the reconstruction loss."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for images in dataset:
+        values = images.numpy().astype(np.float64)
+        total += values.sum()
+        total_sq += np.square(values).sum()
+        count += values.size
+    mean = total / count
+    return float(total_sq / count - mean * mean)

@@ -1,0 +1,127 @@
+"""The VQ-VAE: encoder -> vector quantizer -> decoder, trained with `fit` through a custom `train_step`."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_vqvae import metrics
+from keras_vqvae.networks import Decoder, Encoder
+from keras_vqvae.quantizer import VectorQuantizer
+
+
+@keras.saving.register_keras_serializable(package="keras_vqvae")
+class VQVAE(keras.Model):
+    """Vector-quantised variational autoencoder for images in [-0.5, 0.5].
+
+    Training minimises (paper eq. 3, with the reconstruction term as a mean squared error scaled by the data's
+    variance so that it is about 1 for a model that predicts the mean image):
+
+        loss = mean((x - decoder(e))^2) / data_variance + vq_loss
+
+    Args:
+        encoder: maps images (batch, H, W, C) to latents z_e (batch, h, w, D).
+        quantizer: a `VectorQuantizer` with embedding_dim D.
+        decoder: maps quantised latents (batch, h, w, D) to images (batch, H, W, C).
+        data_variance: variance of the training pixels in [-0.5, 0.5]. Default 1.0.
+
+    Tracked metrics: `loss`, `reconstruction_loss`, `vq_loss`, `perplexity`, `codebook_usage` (the last two over the
+    whole epoch), and in evaluation also `ssim`, `psnr` and `brain_ssim` (see `keras_vqvae.metrics`) on images mapped
+    back to [0, 1].
+
+    Reference:
+        A. van den Oord, O. Vinyals, K. Kavukcuoglu, "Neural Discrete Representation Learning", NeurIPS 2017.
+    """
+
+    def __init__(self, encoder: Encoder, quantizer: VectorQuantizer, decoder: Decoder, data_variance: float = 1.0,
+                 **kwargs):
+        kwargs.setdefault("name", "vqvae")
+        super().__init__(**kwargs)
+        if data_variance <= 0:
+            raise ValueError(f"data_variance must be positive, got {data_variance}")
+        self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.data_variance = float(data_variance)
+        if not self.quantizer.built:
+            self.quantizer.build(self.encoder.output.shape)
+        losses = ("loss", "reconstruction_loss", "vq_loss")
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in losses}
+        self.code_metrics = [metrics.CodebookUsage(quantizer.num_embeddings),
+                             metrics.Perplexity(quantizer.num_embeddings)]
+        self.image_metrics = {name: keras.metrics.Mean(name=name) for name in ("ssim", "psnr", "brain_ssim")}
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [*self.loss_trackers.values(), *self.code_metrics, *self.image_metrics.values()]
+
+    def call(self, images, training=None):
+        """Reconstructions (batch, H, W, C) of images (batch, H, W, C)."""
+        return self._autoencode(images, training)[0]
+
+    def _autoencode(self, images, training):
+        latents = self.encoder(images, training=training)  # z_e: (batch, h, w, D)
+        quantized, indices = self.quantizer(latents, training=training)  # (batch, h, w, D), (batch, h, w)
+        return self.decoder(quantized, training=training), indices
+
+    def encode(self, images):
+        """Code indices (batch, h, w) int32 of images (batch, H, W, C) in [-0.5, 0.5]."""
+        return self.quantizer.nearest_indices(self.encoder(images, training=False))
+
+    def decode(self, indices):
+        """Images (batch, H, W, C) in about [-0.5, 0.5] decoded from code indices (batch, h, w)."""
+        return self.decoder(self.quantizer.lookup(indices), training=False)
+
+    def reconstruct(self, images):
+        """Reconstructions (batch, H, W, C) of images (batch, H, W, C) in [-0.5, 0.5], without training updates."""
+        return self(images, training=False)
+
+    def _compute_losses(self, images, training):
+        reconstructions, indices = self._autoencode(images, training)
+        reconstruction_loss = tf.reduce_mean(tf.square(images - tf.cast(reconstructions, images.dtype)))
+        reconstruction_loss /= self.data_variance
+        vq_loss = tf.add_n(self.quantizer.losses)
+        losses = {"loss": reconstruction_loss + vq_loss, "reconstruction_loss": reconstruction_loss,
+                  "vq_loss": vq_loss}
+        return losses, reconstructions, indices
+
+    def _track(self, losses, indices):
+        for name, value in losses.items():
+            self.loss_trackers[name].update_state(value)
+        for metric in self.code_metrics:
+            metric.update_state(indices)
+
+    def train_step(self, data):
+        images = keras.utils.unpack_x_y_sample_weight(data)[0]
+        with tf.GradientTape() as tape:
+            losses, _, indices = self._compute_losses(images, training=True)
+            # Gradients are summed over replicas, so each replica's share of the global mean is loss / replicas.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(losses["loss"] / replicas)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self._track(losses, indices)
+        return {m.name: m.result() for m in self.metrics if m not in self.image_metrics.values()}
+
+    def test_step(self, data):
+        images = keras.utils.unpack_x_y_sample_weight(data)[0]
+        losses, reconstructions, indices = self._compute_losses(images, training=False)
+        self._track(losses, indices)
+        originals = images + 0.5  # (batch, H, W, C) in [0, 1]
+        reconstructed = tf.clip_by_value(tf.cast(reconstructions, images.dtype) + 0.5, 0.0, 1.0)
+        self.image_metrics["ssim"].update_state(metrics.ssim(originals, reconstructed))
+        self.image_metrics["psnr"].update_state(metrics.psnr(originals, reconstructed))
+        brain_values, has_brain = metrics.brain_ssim(originals, reconstructed)
+        self.image_metrics["brain_ssim"].update_state(brain_values, sample_weight=has_brain)
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        return {**super().get_config(), "data_variance": self.data_variance,
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "quantizer": keras.saving.serialize_keras_object(self.quantizer),
+                "decoder": keras.saving.serialize_keras_object(self.decoder)}
+
+    @classmethod
+    def from_config(cls, config):
+        parts = {key: keras.saving.deserialize_keras_object(config.pop(key))
+                 for key in ("encoder", "quantizer", "decoder")}
+        return cls(**parts, **config)
