@@ -56,10 +56,14 @@ class FolderReport:
         return "\n".join(lines)
 
 
-def read_manifest() -> dict[str, dict[str, tuple[int, str]]]:
-    """folder -> file name -> (size in bytes, sha256 hex digest)."""
-    entries: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)
-    with resources.files(__package__).joinpath(MANIFEST).open("rb") as compressed:
+Manifest = dict[str, dict[str, tuple[int, str]]]  # folder -> file name -> (size in bytes, sha256 hex digest)
+
+
+def read_manifest(path: str | Path | None = None) -> Manifest:
+    """The manifest in gzip-compressed CSV at `path`, by default the one shipped with the package."""
+    entries: Manifest = defaultdict(dict)
+    source = Path(path) if path is not None else resources.files(__package__).joinpath(MANIFEST)
+    with source.open("rb") as compressed:
         with gzip.open(compressed, "rt", newline="") as text:
             for row in csv.DictReader(text):
                 entries[row["split_dir"]][row["filename"]] = (int(row["size_bytes"]), row["sha256"])
@@ -74,14 +78,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_copy(root: str | Path) -> list[FolderReport]:
-    """Compares every folder the manifest names under `root` with the manifest: counts, names, sizes, hashes."""
+def verify_copy(root: str | Path, manifest: Manifest | None = None) -> list[FolderReport]:
+    """Compares every folder `manifest` (default: the shipped one) names under `root`: counts, names, sizes, hashes."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise InputError(f"{root} is not a folder: give the folder that holds keras_png_slices_train, _validate, "
                          f"_test (and the seg folders, if you have them)")
     reports = []
-    for folder, expected in sorted(read_manifest().items()):
+    for folder, expected in sorted((manifest or read_manifest()).items()):
         path = root / folder
         if not path.is_dir():
             reports.append(FolderReport(folder, len(expected), present=False))

@@ -28,6 +28,7 @@ from keras_vqvae.errors import InputError
 
 SLICES_PER_SUBJECT = 32
 IMAGE_SIZE = 256
+FIELD_OF_VIEW_MM = 256.0  # as in the OASIS slices: 256 pixels of 1 mm
 SPLITS = ("train", "validate", "test")
 ANNOUNCEMENT = (
     "Synthetic data: virtual subjects made from the MNI ICBM152 2009a template (not OASIS). "
@@ -149,6 +150,8 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
                  image_size: int = IMAGE_SIZE) -> np.ndarray:
     """One virtual subject: `num_slices` axial slices, uint8 (num_slices, image_size, image_size), anterior up.
 
+    The field of view is 256 mm whatever `image_size`, so smaller images are the same slices at lower resolution.
+
     The same (case_id, seed) always gives the same subject, whatever else is generated.
     """
     template = _template()
@@ -158,8 +161,10 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
 
     # Output grid in millimetres around the brain's centre: (slice, row, column) -> (x, y, z); row 0 is anterior.
     # The mapping to the template is smooth, so it is computed on a grid 4x coarser and interpolated linearly.
-    coarse_size = image_size // 4
-    coarse = np.linspace(-(image_size - 1) / 2, (image_size - 1) / 2, coarse_size, dtype=np.float32)
+    pixel_mm = FIELD_OF_VIEW_MM / image_size
+    last_centre = (FIELD_OF_VIEW_MM - pixel_mm) / 2  # centre of the last pixel
+    coarse_size = max(image_size // 4, 2)
+    coarse = np.linspace(-last_centre, last_centre, coarse_size, dtype=np.float32)
     z_offset = rng.normal(0.0, 2.0)
     slice_z = np.linspace(_Z_FIRST, _Z_LAST, num_slices, dtype=np.float32) - centre[2] + z_offset
     z, y, x = np.meshgrid(slice_z, coarse[::-1], coarse, indexing="ij")
@@ -192,7 +197,7 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
     # Scanner: gamma, bias field, sharpness, noise; background stays exactly black.
     intensity = 255.0 * (np.clip(intensity, 0, 255) / 255.0) ** rng.uniform(0.8, 1.25)
     intensity *= bias
-    detail = intensity - _gaussian_blur(intensity, sigma=1.2, axes=(1, 2))
+    detail = intensity - _gaussian_blur(intensity, sigma=1.2 / pixel_mm, axes=(1, 2))
     intensity += rng.uniform(0.4, 1.0) * detail
     intensity *= rng.uniform(0.9, 1.1)
     intensity += rng.normal(0.0, rng.uniform(1.0, 3.0), size=intensity.shape)

@@ -1,0 +1,62 @@
+import numpy as np
+import tensorflow as tf
+
+from keras_vqvae import CodebookUsage, Perplexity, brain_ssim, psnr, ssim
+from keras_vqvae.metrics import brain_mask
+
+
+def brain_batch(subject_slices):
+    return tf.convert_to_tensor(subject_slices[2:6, ..., None] / 255.0, tf.float32)  # (4, 64, 64, 1) in [0, 1]
+
+
+def test_identical_images_score_one(subject_slices):
+    x = brain_batch(subject_slices)
+    np.testing.assert_allclose(ssim(x, x), 1.0, rtol=1e-6)
+    values, has_brain = brain_ssim(x, x)
+    np.testing.assert_allclose(values, 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(has_brain, 1.0)
+
+
+def test_blur_costs_more_inside_the_brain_than_over_the_whole_image(subject_slices):
+    x = brain_batch(subject_slices)
+    blurred = tf.nn.avg_pool2d(x, 3, 1, "SAME")
+    whole, (inside, _) = ssim(x, blurred), brain_ssim(x, blurred)
+    assert np.all(inside < whole - 0.02)
+
+
+def test_a_grey_background_is_penalised_by_ssim_but_not_by_brain_ssim(subject_slices):
+    x = brain_batch(subject_slices)
+    lifted = tf.where(x > 0, x, 2.0 / 255.0)  # background two grey levels above black
+    assert np.all(ssim(x, lifted) < 0.9)
+    values, _ = brain_ssim(x, lifted)
+    assert np.all(values > 0.9)
+
+
+def test_brain_mask_is_the_foreground_dilated_by_two_pixels(subject_slices):
+    x = brain_batch(subject_slices)
+    foreground = np.pad(x.numpy()[..., 0] > 0, ((0, 0), (2, 2), (2, 2)))
+    windows = np.lib.stride_tricks.sliding_window_view(foreground, (5, 5), axis=(1, 2))  # (4, 64, 64, 5, 5)
+    np.testing.assert_array_equal(brain_mask(x).numpy()[..., 0], windows.any(axis=(-2, -1)))
+    assert 0.1 < brain_mask(x).numpy().mean() < 0.6  # a brain on a black background, not the whole image
+
+
+def test_empty_images_are_excluded_from_brain_ssim():
+    black = tf.zeros((2, 32, 32, 1))
+    _, has_brain = brain_ssim(black, black + 0.1)
+    np.testing.assert_array_equal(has_brain, 0.0)
+
+
+def test_psnr_of_a_known_error():
+    x = tf.zeros((1, 16, 16, 1))
+    np.testing.assert_allclose(psnr(x, x + 0.1), 20.0, rtol=1e-4)  # 10 log10(1 / 0.01)
+
+
+def test_codebook_usage_and_perplexity_accumulate_over_updates():
+    usage, perplexity = CodebookUsage(8), Perplexity(8)
+    for indices in ([0, 0, 1, 1], [2, 2, 3, 3]):
+        usage.update_state(tf.constant(indices))
+        perplexity.update_state(tf.constant(indices))
+    np.testing.assert_allclose(usage.result(), 4 / 8)
+    np.testing.assert_allclose(perplexity.result(), 4.0, rtol=1e-5)  # four equally used codes
+    usage.reset_state()
+    np.testing.assert_allclose(usage.result(), 0.0)

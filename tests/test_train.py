@@ -1,0 +1,117 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vqvae import train
+from keras_vqvae.config import TrainConfig
+
+TINY = ["--synthetic-subjects", "3,1,1", "--image-size", "32", "--channels", "8", "--residual-blocks", "1",
+        "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_command(*arguments, **kwargs):
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "keras_vqvae.train", *arguments], env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main([*TINY, "--epochs", "2", "--run-dir", str(run)]) == 0
+    assert "test: ssim" in capsys.readouterr().out
+    for name in ("config.json", "vqvae.keras", "metrics.json", "history.csv", "plots/loss.png",
+                 "plots/reconstructions.png", "checkpoints/state.json", "checkpoints/epoch_002.keras"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs").rglob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["train_images_per_second"] > 0
+    assert set(metrics["test"]) >= {"ssim", "brain_ssim", "psnr", "codebook_usage", "perplexity", "loss"}
+    assert "synthetic" in metrics["data"]
+    config = TrainConfig.load(run)
+    assert config.image_size == 32 and config.synthetic_subjects == (3, 1, 1)
+    model = keras.saving.load_model(run / "vqvae.keras")
+    assert model.encode(np.zeros((1, 32, 32, 1), np.float32)).shape == (1, 8, 8)
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and history[0].startswith("epoch,")
+
+
+def test_killed_run_resumes_losing_at_most_the_epoch_in_progress(tmp_path):
+    run = tmp_path / "run"
+    process = run_command(*TINY, "--epochs", "60", "--run-dir", str(run))
+    state_file = run / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    time.sleep(0.3)  # land somewhere inside a later epoch or checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    before = json.loads(state_file.read_text())
+    done = before["epoch"]
+    assert (run / "checkpoints" / before["checkpoint"]).exists()
+
+    resumed = run_command(*TINY, "--epochs", str(done + 1), "--run-dir", str(run))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming {run} after epoch {done} of {done + 1}" in out
+    after = json.loads(state_file.read_text())
+    assert after["epoch"] == done + 1 and after["history"][:done] == before["history"]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == done + 1
+
+
+def test_rerunning_a_finished_run_trains_no_more(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
+    checkpoint = (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns
+    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns == checkpoint
+
+
+def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    TrainConfig(run_dir=str(run), channels=8).save()
+    assert train.main(["--run-dir", str(run), "--channels", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {run} holds a run made with --channels 8 (now 16): repeat those flags to resume it, "
+                   f"or give a new --run-dir")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--data", "/no/such/folder"], "error: data folder /no/such/folder does not exist"),
+    (["--image-size", "100", "--downsampling", "8"], "error: --image-size 100 is not divisible by --downsampling 8"),
+    (["--downsampling", "6"], "error: --downsampling 6 is out of range"),
+    (["--epochs", "0"], "error: --epochs 0 is out of range"),
+    (["--synthetic-subjects", "3,0,1"], "error: --synthetic-subjects 3,0,1 is out of range"),
+])
+def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, message):
+    assert train.main([*arguments, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_a_run_dir_that_is_not_a_run_is_left_alone(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("precious")
+    assert train.main([*TINY, "--run-dir", str(tmp_path)]) == 2
+    assert "is not a keras_vqvae run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
+
+
+def test_bad_flags_on_the_command_line_exit_2_with_one_line():
+    process = run_command("--epochs", "many")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and out == ""
+    lines = [line for line in err.splitlines() if "keras_vqvae.train" in line]
+    assert lines == ["python -m keras_vqvae.train: error: argument --epochs: invalid int value: 'many' "
+                     "(see python -m keras_vqvae.train --help)"]

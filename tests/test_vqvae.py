@@ -1,0 +1,101 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vqvae import VQVAE, Decoder, Encoder, ResidualBlock, VectorQuantizer
+
+
+def small_vqvae(downsampling=4, ema_decay=0.99):
+    return VQVAE(Encoder(8, 16, 1, downsampling), VectorQuantizer(16, 8, ema_decay=ema_decay, dead_code_steps=5),
+                 Decoder(8, 16, 1, downsampling), data_variance=0.05)
+
+
+def images(count=4, size=32, seed=0):
+    return tf.random.stateless_uniform((count, size, size, 1), seed=(seed, 1), minval=-0.5, maxval=0.5)
+
+
+@pytest.mark.parametrize("downsampling, code_side", [(2, 16), (4, 8), (8, 4)])
+def test_shapes_follow_the_downsampling_factor(downsampling, code_side):
+    model = small_vqvae(downsampling)
+    x = images()
+    assert model.encoder(x).shape == (4, code_side, code_side, 8)
+    assert model.encode(x).shape == (4, code_side, code_side)
+    assert model.decode(model.encode(x)).shape == x.shape
+    assert model.reconstruct(x).shape == x.shape
+
+
+def test_encoder_rejects_a_factor_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        Encoder(8, 16, 1, downsampling=6)
+
+
+def test_residual_block_weights_and_identity_at_zero_weights():
+    block = ResidualBlock(8, 4)
+    x = tf.random.normal((2, 5, 5, 8))
+    block(x)
+    assert block.count_params() == (3 * 3 * 8 * 4 + 4) + (4 * 8 + 8)
+    for weight in block.weights:
+        weight.assign(tf.zeros_like(weight))
+    np.testing.assert_allclose(block(x), x)
+
+
+def test_reconstruction_loss_is_mse_over_variance_plus_vq_loss():
+    model = small_vqvae()
+    model.compile(optimizer="adam")
+    x = images()
+    metrics = model.evaluate(x, batch_size=4, return_dict=True, verbose=0)
+    reconstructions = model.reconstruct(x)
+    expected = float(tf.reduce_mean(tf.square(x - reconstructions))) / 0.05
+    np.testing.assert_allclose(metrics["reconstruction_loss"], expected, rtol=1e-4)
+    np.testing.assert_allclose(metrics["loss"], metrics["reconstruction_loss"] + metrics["vq_loss"], rtol=1e-5)
+    assert set(metrics) == {"loss", "reconstruction_loss", "vq_loss", "perplexity", "codebook_usage", "ssim", "psnr",
+                            "brain_ssim"}
+
+
+def test_fit_lowers_the_loss_and_updates_every_part(subject_slices):
+    keras.utils.set_random_seed(1)
+    model = small_vqvae()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x = subject_slices[..., None].astype(np.float32) / 255.0 - 0.5  # (8, 64, 64, 1)
+    before = [w.numpy().copy() for w in (model.encoder.weights[0], model.decoder.weights[0], model.quantizer.codebook)]
+    history = model.fit(x, batch_size=8, epochs=8, verbose=0, shuffle=False).history
+    assert history["loss"][-1] < 0.7 * history["loss"][0]
+    assert set(history) == {"loss", "reconstruction_loss", "vq_loss", "perplexity", "codebook_usage"}
+    after = (model.encoder.weights[0], model.decoder.weights[0], model.quantizer.codebook)
+    assert all(not np.allclose(b, a) for b, a in zip(before, after))
+
+
+@pytest.mark.parametrize("ema_decay", [0.99, None])
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path, ema_decay):
+    model = small_vqvae(ema_decay=ema_decay)
+    model.compile(optimizer="adam")
+    x = images(8)
+    model.fit(x, batch_size=4, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")  # no custom_objects: the classes are registered
+    assert type(loaded) is VQVAE and loaded.data_variance == model.data_variance
+    np.testing.assert_array_equal(loaded.reconstruct(x), model.reconstruct(x))
+    np.testing.assert_array_equal(loaded.encode(x), model.encode(x))
+    for original, reloaded in zip(model.quantizer.weights, loaded.quantizer.weights):
+        np.testing.assert_array_equal(original, reloaded)
+    loaded.fit(x, batch_size=4, epochs=1, verbose=0)  # the optimizer state came along and training goes on
+
+
+@pytest.mark.parametrize("make", [lambda: Encoder(8, 16, 1, 4), lambda: Decoder(8, 16, 1, 4),
+                                  lambda: VectorQuantizer(16, 8, ema_decay=None)])
+def test_every_part_round_trips_on_its_own(tmp_path, make):
+    part = make()
+    x = tf.random.normal((2, 8, 8, 8 if not isinstance(part, Encoder) else 1))
+    expected = part(x)
+    wrapper = keras.Sequential([keras.Input(x.shape[1:]), part])
+    wrapper.save(tmp_path / "part.keras")
+    reloaded = keras.saving.load_model(tmp_path / "part.keras").layers[0]
+    assert type(reloaded) is type(part) and reloaded.get_config() == part.get_config()
+    for a, b in zip(tf.nest.flatten(expected), tf.nest.flatten(reloaded(x))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_data_variance_must_be_positive():
+    with pytest.raises(ValueError, match="data_variance"):
+        VQVAE(Encoder(8, 16, 1, 4), VectorQuantizer(16, 8), Decoder(8, 16, 1, 4), data_variance=0.0)
