@@ -50,10 +50,11 @@ def config_from_arguments(config_class, arguments: argparse.Namespace):
 
 
 def main_with_errors(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wraps a command's main so that an InputError prints as one line on stderr and exits with status 2."""
+    """Wraps a command's main: line-buffered output, and an InputError printed as one line with exit status 2."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once in logs and pipes too
         try:
             return main(*args, **kwargs) or 0
         except InputError as error:

@@ -32,13 +32,13 @@ class TrainConfig:
     run_dir: str = _option("runs/vqvae", "run folder for configuration, checkpoints, metrics, logs and plots; running "
                                          "the same command again resumes the run in it")
     image_size: int = _option(128, "side of the square images the model sees, in pixels (slices are resized to it)")
-    epochs: int = _option(30, "number of training epochs (raise it to continue a finished run)", resumable=True)
-    batch_size: int = _option(32, "images per training step")
-    learning_rate: float = _option(1e-3, "peak Adam learning rate, decayed along a cosine to 2% of it")
+    epochs: int = _option(40, "number of training epochs (raise it to continue a finished run)", resumable=True)
+    batch_size: int = _option(16, "images per training step")
+    learning_rate: float = _option(2e-3, "peak Adam learning rate, decayed along a cosine to 2% of it")
     num_embeddings: int = _option(256, "codebook size K: number of discrete codes")
     embedding_dim: int = _option(32, "codebook dimension D: length of each code vector")
     downsampling: int = _option(4, "encoder downsampling factor, a power of two (4: 64x64 codes for 256x256 slices)")
-    channels: int = _option(64, "channels of the encoder's and decoder's residual stages")
+    channels: int = _option(32, "channels of the encoder's and decoder's residual stages")
     residual_blocks: int = _option(2, "residual blocks in each of the encoder and decoder")
     codebook_update: str = _option("ema", "how the codebook learns: exponential moving averages or the codebook loss",
                                    choices=("ema", "loss"))

@@ -17,7 +17,10 @@ class VQVAE(keras.Model):
     Training minimises (paper eq. 3, with the reconstruction term as a mean squared error scaled by the data's
     variance so that it is about 1 for a model that predicts the mean image):
 
-        loss = mean((x - decoder(e))^2) / data_variance + vq_loss
+        loss = mean(error^2) / data_variance + vq_loss,    error = clip-aware (x_reconstructed - x)
+
+    where the error is that of the image the user gets, clipped to [-0.5, 0.5]: a reconstruction darker than black
+    where the original is black counts as black (see `_error_in_range`). `decode` and `reconstruct` clip accordingly.
 
     Args:
         encoder: maps images (batch, H, W, C) to latents z_e (batch, h, w, D).
@@ -68,16 +71,16 @@ class VQVAE(keras.Model):
         return self.quantizer.nearest_indices(self.encoder(images, training=False))
 
     def decode(self, indices):
-        """Images (batch, H, W, C) in about [-0.5, 0.5] decoded from code indices (batch, h, w)."""
-        return self.decoder(self.quantizer.lookup(indices), training=False)
+        """Images (batch, H, W, C) in [-0.5, 0.5] decoded from code indices (batch, h, w)."""
+        return _clip_to_range(self.decoder(self.quantizer.lookup(indices), training=False))
 
     def reconstruct(self, images):
-        """Reconstructions (batch, H, W, C) of images (batch, H, W, C) in [-0.5, 0.5], without training updates."""
-        return self(images, training=False)
+        """Reconstructions (batch, H, W, C) in [-0.5, 0.5] of images (batch, H, W, C), without training updates."""
+        return _clip_to_range(self(images, training=False))
 
     def _compute_losses(self, images, training):
         reconstructions, indices = self._autoencode(images, training)
-        reconstruction_loss = tf.reduce_mean(tf.square(images - tf.cast(reconstructions, images.dtype)))
+        reconstruction_loss = tf.reduce_mean(tf.square(_error_in_range(images, reconstructions)))
         reconstruction_loss /= self.data_variance
         vq_loss = tf.add_n(self.quantizer.losses)
         losses = {"loss": reconstruction_loss + vq_loss, "reconstruction_loss": reconstruction_loss,
@@ -107,7 +110,7 @@ class VQVAE(keras.Model):
         losses, reconstructions, indices = self._compute_losses(images, training=False)
         self._track(losses, indices)
         originals = images + 0.5  # (batch, H, W, C) in [0, 1]
-        reconstructed = tf.clip_by_value(tf.cast(reconstructions, images.dtype) + 0.5, 0.0, 1.0)
+        reconstructed = _clip_to_range(tf.cast(reconstructions, images.dtype)) + 0.5
         self.image_metrics["ssim"].update_state(metrics.ssim(originals, reconstructed))
         self.image_metrics["psnr"].update_state(metrics.psnr(originals, reconstructed))
         brain_values, has_brain = metrics.brain_ssim(originals, reconstructed)
@@ -125,3 +128,21 @@ class VQVAE(keras.Model):
         parts = {key: keras.saving.deserialize_keras_object(config.pop(key))
                  for key in ("encoder", "quantizer", "decoder")}
         return cls(**parts, **config)
+
+
+def _clip_to_range(images):
+    """Decoder outputs to the data range [-0.5, 0.5]."""
+    return tf.clip_by_value(images, -0.5, 0.5)
+
+
+def _error_in_range(images, reconstructions):
+    """Reconstruction error of the image the user gets, whose values are clipped to the data range [-0.5, 0.5].
+
+    Where the original sits at the edge of the range (the black background of a slice) and the reconstruction goes
+    beyond it, the clipped image is exact, so the error is zero; everywhere else it is the plain difference. Under
+    plain MSE the background settles around black with noise on both sides, and the half above black survives
+    clipping as a grey haze that SSIM punishes hard; this lets the decoder put the background anywhere below black.
+    """
+    reconstructions = tf.cast(reconstructions, images.dtype)
+    beyond = ((images <= -0.5) & (reconstructions < images)) | ((images >= 0.5) & (reconstructions > images))
+    return tf.where(beyond, tf.zeros_like(images), reconstructions - images)

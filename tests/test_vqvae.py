@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_vqvae import VQVAE, Decoder, Encoder, ResidualBlock, VectorQuantizer
+from keras_vqvae.vqvae import _error_in_range
 
 
 def small_vqvae(downsampling=4, ema_decay=0.99):
@@ -51,6 +52,19 @@ def test_reconstruction_loss_is_mse_over_variance_plus_vq_loss():
     np.testing.assert_allclose(metrics["loss"], metrics["reconstruction_loss"] + metrics["vq_loss"], rtol=1e-5)
     assert set(metrics) == {"loss", "reconstruction_loss", "vq_loss", "perplexity", "codebook_usage", "ssim", "psnr",
                             "brain_ssim"}
+
+
+def test_the_error_is_that_of_the_clipped_image_at_the_edges_of_the_range():
+    model = small_vqvae()
+    originals = tf.constant([-0.5, 0.0, 0.5, -0.5, 0.5, -0.2])
+    outputs = tf.constant([-0.7, 0.1, 0.6, -0.4, 0.3, -0.6])
+    # below black on black and above white on white are exact once clipped; everything else is the plain error
+    np.testing.assert_allclose(_error_in_range(originals, outputs), [0.0, 0.1, 0.0, 0.1, -0.2, -0.4], atol=1e-6)
+    output_layer = model.decoder.get_layer("to_images")
+    output_layer.kernel.assign(tf.zeros_like(output_layer.kernel))
+    output_layer.bias.assign([-0.9])  # the decoder now says "darker than black" everywhere
+    np.testing.assert_array_equal(model.decode(tf.zeros((1, 2, 2), tf.int32)), tf.fill((1, 8, 8, 1), -0.5))
+    np.testing.assert_array_equal(model.reconstruct(images(1)), tf.fill((1, 32, 32, 1), -0.5))
 
 
 def test_fit_lowers_the_loss_and_updates_every_part(subject_slices):

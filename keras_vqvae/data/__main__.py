@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from keras_vqvae import cli
+import numpy as np
+from PIL import Image
+
+from keras_vqvae import cli, plots
 from keras_vqvae.data.manifest import verify_copy
 from keras_vqvae.data.synthetic import ANNOUNCEMENT, SubjectSplit, write_sample
 
@@ -33,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
 
     count = write_sample(arguments.folder, arguments.subjects, arguments.seed)
-    print(f"wrote {count} slices to {arguments.folder}. {ANNOUNCEMENT}")
+    root = Path(arguments.folder)
+    shown = [next(root.glob(f"*/case_{case:03d}_slice_{n}.nii.png")) for case in (1, 2, 3) for n in range(0, 32, 4)]
+    preview = root / "preview.png"
+    plots.plot_grid(np.stack([np.asarray(Image.open(path)) for path in shown]), preview, columns=8,
+                    title="synthetic virtual subjects 001-003 (MNI152 template, not OASIS): every 4th slice")
+    print(f"wrote {count} slices and {preview} to {arguments.folder}. {ANNOUNCEMENT}")
     return 0
 
 
