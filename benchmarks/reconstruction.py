@@ -3,11 +3,13 @@
     python benchmarks/reconstruction.py                       # the default run on the embedded data
     python benchmarks/reconstruction.py --image-size 256 ...  # any flag of python -m keras_vqvae.train
 
-The run folder defaults to runs/benchmark-reconstruction; a finished run is only re-evaluated.
+The run folder defaults to runs/benchmark-reconstruction; a finished run is only re-evaluated. Progress goes to stderr
+and the JSON alone to stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -24,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_config_arguments(parser, TrainConfig)
     parser.set_defaults(run_dir="runs/benchmark-reconstruction")
     config = cli.config_from_arguments(TrainConfig, parser.parse_args(argv))
-    results = train(config, verbose=0)
+    with contextlib.redirect_stdout(sys.stderr):  # progress on stderr, so that stdout is the JSON alone
+        results = train(config, verbose=2)
     test = results["test"]
     print(json.dumps({
         "benchmark": "reconstruction",
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_codebook_usage": round(test["codebook_usage"], 4),
         "test_perplexity": round(test["perplexity"], 1),
         "epochs": results["epochs"],
+        "seconds_with_validation": results["seconds"],
         "train_seconds": results["train_seconds"],
         "train_images_per_second": results["train_images_per_second"],
         "hardware": _hardware(),

@@ -71,8 +71,8 @@ class Encoder(_ConvolutionalNetwork):
     """Strided 4x4 convolutions, a 3x3 convolution, residual blocks and a linear 1x1 projection to z_e.
 
     Args:
-        embedding_dim: channels of the output latents. Default 64.
-        channels: channels of the last stage and of the residual blocks. Default 128.
+        embedding_dim: channels of the output latents. Default 32.
+        channels: channels of the last stage and of the residual blocks. Default 32.
         residual_blocks: number of residual blocks. Default 2.
         downsampling: spatial downsampling factor, a power of two (4: 256x256 -> 64x64). Default 4.
         image_channels: channels of the input images. Default 1.
@@ -81,7 +81,7 @@ class Encoder(_ConvolutionalNetwork):
     Output shape: (batch, H / downsampling, W / downsampling, embedding_dim).
     """
 
-    def __init__(self, embedding_dim: int = 64, channels: int = 128, residual_blocks: int = 2, downsampling: int = 4,
+    def __init__(self, embedding_dim: int = 32, channels: int = 32, residual_blocks: int = 2, downsampling: int = 4,
                  image_channels: int = 1, **kwargs):
         images = keras.Input((None, None, image_channels), name="images")
         x = images
@@ -103,8 +103,8 @@ class Decoder(_ConvolutionalNetwork):
     """A 3x3 convolution, residual blocks, then strided 4x4 transposed convolutions to a linear image.
 
     Args:
-        embedding_dim: channels of the input latents. Default 64.
-        channels: channels of the residual blocks and of the first stage. Default 128.
+        embedding_dim: channels of the input latents. Default 32.
+        channels: channels of the residual blocks and of the first stage. Default 32.
         residual_blocks: number of residual blocks. Default 2.
         downsampling: spatial upsampling factor, a power of two, matching the encoder. Default 4.
         image_channels: channels of the output images. Default 1.
@@ -113,7 +113,7 @@ class Decoder(_ConvolutionalNetwork):
     image_channels), linear (no activation), in the data's range [-0.5, 0.5].
     """
 
-    def __init__(self, embedding_dim: int = 64, channels: int = 128, residual_blocks: int = 2, downsampling: int = 4,
+    def __init__(self, embedding_dim: int = 32, channels: int = 32, residual_blocks: int = 2, downsampling: int = 4,
                  image_channels: int = 1, **kwargs):
         latents = keras.Input((None, None, embedding_dim), name="latents")
         x = layers.Conv2D(channels, 3, padding="same", name="conv")(latents)

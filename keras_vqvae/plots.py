@@ -12,16 +12,17 @@ import numpy as np  # noqa: E402
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:
-    """One panel per tracked quantity (training and validation), epochs on the x axis."""
-    names = [name for name in history[0] if not name.startswith("val_")]
+    """One panel per tracked quantity (training and validation), epochs on the x axis; timings are left out."""
+    keys = [key for key in history[0] if not key.endswith("seconds")]
+    names = list(dict.fromkeys(key.removeprefix("val_") for key in keys))  # ssim, psnr... are validation-only
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
     epochs = np.arange(1, len(history) + 1)
     for axis, name in zip(axes.flat, names):
-        axis.plot(epochs, [row[name] for row in history], label="train")
-        if f"val_{name}" in history[0]:
-            axis.plot(epochs, [row[f"val_{name}"] for row in history], label="validation")
+        for key, label, colour in ((name, "train", "C0"), (f"val_{name}", "validation", "C1")):
+            if key in history[0]:
+                axis.plot(epochs, [row[key] for row in history], label=label, color=colour)
         axis.set_title(name)
         axis.set_xlabel("epoch")
         if "loss" in name:

@@ -22,8 +22,8 @@ class VectorQuantizer(keras.layers.Layer):
     of the current batch, and its moving averages restart with it.
 
     Args:
-        num_embeddings: K, the number of codes. Default 512.
-        embedding_dim: D, the length of each code vector; inputs have D channels. Default 64.
+        num_embeddings: K, the number of codes. Default 256.
+        embedding_dim: D, the length of each code vector; inputs have D channels. Default 32.
         beta: commitment weight. Default 0.25.
         ema_decay: gamma of the moving-average update, or None to learn the codebook through the codebook term by
             gradient descent. Default 0.99.
@@ -42,7 +42,7 @@ class VectorQuantizer(keras.layers.Layer):
         A. van den Oord, O. Vinyals, K. Kavukcuoglu, "Neural Discrete Representation Learning", NeurIPS 2017.
     """
 
-    def __init__(self, num_embeddings: int = 512, embedding_dim: int = 64, beta: float = 0.25,
+    def __init__(self, num_embeddings: int = 256, embedding_dim: int = 32, beta: float = 0.25,
                  ema_decay: float | None = 0.99, epsilon: float = 1e-5, dead_code_steps: int = 50, **kwargs):
         kwargs.setdefault("dtype", "float32")  # distances, losses and outputs stay float32 under mixed precision
         super().__init__(**kwargs)

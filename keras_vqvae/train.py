@@ -44,11 +44,11 @@ FINAL_LEARNING_RATE_FRACTION = 0.02
 
 def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int) -> VQVAE:
     """The VQ-VAE and its optimizer (Adam, cosine-decayed learning rate) as `config` describes them."""
-    ema_decay = 0.99 if config.codebook_update == "ema" else None
+    codebook_by_loss = {"ema_decay": None} if config.codebook_update == "loss" else {}  # else the EMA default
     model = VQVAE(
         Encoder(config.embedding_dim, config.channels, config.residual_blocks, config.downsampling),
-        VectorQuantizer(config.num_embeddings, config.embedding_dim, beta=config.beta, ema_decay=ema_decay,
-                        dead_code_steps=config.dead_code_steps),
+        VectorQuantizer(config.num_embeddings, config.embedding_dim, beta=config.beta,
+                        dead_code_steps=config.dead_code_steps, **codebook_by_loss),
         Decoder(config.embedding_dim, config.channels, config.residual_blocks, config.downsampling),
         data_variance=data_variance)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch,
@@ -64,18 +64,27 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: the model (with optimizer state) to a new file, then `state.json` pointing at it."""
+    """After each epoch: the model (with optimizer state) to a new file, then `state.json` pointing at it.
+
+    Each history row also gets `seconds` (the whole epoch) and `train_seconds` (until validation starts).
+    """
 
     def __init__(self, folder: Path, history: list[dict[str, float]]):
         super().__init__()
         self.folder, self.history = folder, history
-        self._started = 0.0
+        self._started = self._validating = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+        self._started = self._validating = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self._validating = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.history.append({**{k: float(v) for k, v in logs.items()}, "seconds": time.perf_counter() - self._started})
+        ended = time.perf_counter()
+        train_seconds = (self._validating if self._validating > self._started else ended) - self._started
+        self.history.append({**{k: float(v) for k, v in logs.items()}, "seconds": ended - self._started,
+                             "train_seconds": train_seconds})
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch_{epoch + 1:03d}.keras"
         self.model.save(self.folder / name)
@@ -140,9 +149,10 @@ def train(config: TrainConfig, verbose: int | str = "auto") -> dict:
     model.save(run / MODEL_FILE)
     _write_history_csv(history, run / "history.csv")
 
-    train_seconds = sum(row["seconds"] for row in history)
+    train_seconds = sum(row["train_seconds"] for row in history)
     results = {
         "data": slices.summary(), "notes": list(slices.notes), "epochs": len(history),
+        "seconds": round(sum(row["seconds"] for row in history), 1),  # training and validation
         "train_seconds": round(train_seconds, 1),
         "train_images_per_second": round(len(history) * len(slices.train) / train_seconds, 1),
         "validate": model.evaluate(validate_data, return_dict=True, verbose=0),

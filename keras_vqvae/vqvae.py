@@ -111,10 +111,10 @@ class VQVAE(keras.Model):
         self._track(losses, indices)
         originals = images + 0.5  # (batch, H, W, C) in [0, 1]
         reconstructed = _clip_to_range(tf.cast(reconstructions, images.dtype)) + 0.5
-        self.image_metrics["ssim"].update_state(metrics.ssim(originals, reconstructed))
+        ssim, brain_ssim, has_brain = metrics.ssim_scores(originals, reconstructed)
+        self.image_metrics["ssim"].update_state(ssim)
+        self.image_metrics["brain_ssim"].update_state(brain_ssim, sample_weight=has_brain)
         self.image_metrics["psnr"].update_state(metrics.psnr(originals, reconstructed))
-        brain_values, has_brain = metrics.brain_ssim(originals, reconstructed)
-        self.image_metrics["brain_ssim"].update_state(brain_values, sample_weight=has_brain)
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self):

@@ -91,10 +91,12 @@ def test_missing_or_empty_folders_are_named(tmp_path, make_bad, message):
         read_folder(make_bad(tmp_path))
 
 
-def test_a_truncated_png_is_named(tmp_path, subject_slices):
+@pytest.mark.parametrize("damage", [lambda data: data[:200], lambda data: b"<html>404 Not Found</html>"],
+                         ids=["truncated", "not-an-image"])
+def test_an_unreadable_png_is_named(tmp_path, subject_slices, damage):
     write_slices(tmp_path, subject_slices[:2], [1, 2, 3])
     victim = tmp_path / "case_002_slice_1.nii.png"
-    victim.write_bytes(victim.read_bytes()[:200])
+    victim.write_bytes(damage(victim.read_bytes()))
     with pytest.raises(InputError, match=r"case_002_slice_1\.nii\.png is not a readable image.*copy it again"):
         read_folder(tmp_path)
 

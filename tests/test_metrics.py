@@ -9,6 +9,12 @@ def brain_batch(subject_slices):
     return tf.convert_to_tensor(subject_slices[2:6, ..., None] / 255.0, tf.float32)  # (4, 64, 64, 1) in [0, 1]
 
 
+def test_ssim_is_tf_image_ssim_to_float_precision(subject_slices):
+    x = brain_batch(subject_slices)
+    blurred = tf.nn.avg_pool2d(x, 3, 1, "SAME")
+    np.testing.assert_allclose(ssim(x, blurred), tf.image.ssim(x, blurred, max_val=1.0), atol=1e-5)  # XLA rounding
+
+
 def test_identical_images_score_one(subject_slices):
     x = brain_batch(subject_slices)
     np.testing.assert_allclose(ssim(x, x), 1.0, rtol=1e-6)

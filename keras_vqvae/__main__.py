@@ -1,0 +1,13 @@
+"""`python -m keras_vqvae`: a short guide to the commands."""
+
+GUIDE = """keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices.
+
+Commands:
+  python -m keras_vqvae.train [--data DIR] [--run-dir DIR] ...   train (or resume) a VQ-VAE run; --help for flags
+  python -m keras_vqvae.data verify DIR                           check an OASIS copy against the shipped manifest
+  python -m keras_vqvae.data make-sample DIR                      write the embedded synthetic data set to DIR
+
+With no --data, train uses the embedded synthetic data (virtual subjects from the MNI152 template, not OASIS)."""
+
+if __name__ == "__main__":
+    print(GUIDE)
