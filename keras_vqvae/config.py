@@ -32,8 +32,8 @@ class TrainConfig:
     run_dir: str = _option("runs/vqvae", "run folder for configuration, checkpoints, metrics, logs and plots; running "
                                          "the same command again resumes the run in it")
     image_size: int = _option(128, "side of the square images the model sees, in pixels (slices are resized to it)")
-    epochs: int = _option(44, "number of training epochs (raise it to continue a finished run)", resumable=True)
-    batch_size: int = _option(16, "images per training step")
+    epochs: int = _option(40, "number of training epochs (raise it to continue a finished run)", resumable=True)
+    batch_size: int = _option(8, "images per training step")
     learning_rate: float = _option(2e-3, "peak Adam learning rate, decayed along a cosine to 2% of it")
     num_embeddings: int = _option(256, "codebook size K: number of discrete codes")
     embedding_dim: int = _option(32, "codebook dimension D: length of each code vector")
