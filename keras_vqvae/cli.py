@@ -42,7 +42,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=parse, default=default,
                             choices=field.metadata.get("choices"), metavar=field.name.upper(),
-                            help=f"{field.metadata['help']} (default: {shown})")
+                            help=f"{field.metadata['help']} (default: {shown})".replace("%", "%%"))
 
 
 def config_from_arguments(config_class, arguments: argparse.Namespace):

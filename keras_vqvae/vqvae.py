@@ -17,10 +17,13 @@ class VQVAE(keras.Model):
     Training minimises (paper eq. 3, with the reconstruction term as a mean squared error scaled by the data's
     variance so that it is about 1 for a model that predicts the mean image):
 
-        loss = mean(error^2) / data_variance + vq_loss,    error = clip-aware (x_reconstructed - x)
+        loss = mean(error^2) / data_variance + vq_loss
 
-    where the error is that of the image the user gets, clipped to [-0.5, 0.5]: a reconstruction darker than black
-    where the original is black counts as black (see `_error_in_range`). `decode` and `reconstruct` clip accordingly.
+        error = 0        where x = -0.5 and x_hat < x, or x = 0.5 and x_hat > x
+              = x_hat - x  elsewhere
+
+    that is, the error of the image the user gets, whose values are clipped to [-0.5, 0.5]: a reconstruction darker
+    than black where the original is black is black (see `_error_in_range`). `decode` and `reconstruct` clip.
 
     Args:
         encoder: maps images (batch, H, W, C) to latents z_e (batch, h, w, D).
