@@ -133,7 +133,7 @@ def test_embedded_data_is_subject_disjoint_and_announced():
 
 
 def test_make_sample_writes_the_oasis_layout_and_never_overwrites(tmp_path, capsys):
-    assert data_command.main([f"make-sample", str(tmp_path), "--subjects", "1,1,1", "--seed", "2"]) == 0
+    assert data_command.main(["make-sample", str(tmp_path), "--subjects", "1,1,1", "--seed", "2"]) == 0
     names = sorted(p.name for p in (tmp_path / "keras_png_slices_validate").iterdir())
     assert len(names) == 32 and names[0] == "case_002_slice_0.nii.png"
     with Image.open(tmp_path / "keras_png_slices_test" / names[0].replace("002", "003")) as image:
