@@ -25,7 +25,7 @@ def _subject_counts(text: str) -> tuple[int, int, int]:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a VQ-VAE training run. The defaults train on the embedded synthetic data in about
-    15 minutes on 2 CPU cores."""
+    13 minutes on 2 CPU cores (test SSIM 0.972, brain SSIM 0.927: see the README's results)."""
 
     data: str | None = _option(None, "folder of slices: the one holding keras_png_slices_train|validate|test, one "
                                      "split folder, or any folder of PNG/JPEG slices (default: embedded synthetic data)")
