@@ -121,6 +121,8 @@ def train(config: TrainConfig, verbose: int | str = "auto") -> dict:
     elif run.exists() and any(run.iterdir()):
         raise InputError(f"{run} exists and is not a keras_vqvae run folder: give a new or empty --run-dir")
     config.save()
+    checkpoints = run / "checkpoints"
+    state = _load_state(checkpoints)  # before the data, so that a broken run folder is reported at once
 
     slices = load_slices(config.data, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
     print(slices.summary())
@@ -131,8 +133,6 @@ def train(config: TrainConfig, verbose: int | str = "auto") -> dict:
     test_data = make_dataset(slices.test, config.image_size, config.batch_size)
     steps_per_epoch = math.ceil(len(slices.train) / config.batch_size)
 
-    checkpoints = run / "checkpoints"
-    state = _load_state(checkpoints)
     if state is None:
         keras.utils.set_random_seed(config.seed)
         model = build_vqvae(config, pixel_variance(train_data), steps_per_epoch)

@@ -102,6 +102,16 @@ def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, me
     assert err.startswith(message) and err.count("\n") == 1
 
 
+def test_a_state_file_naming_a_missing_checkpoint_is_reported_before_any_work(tmp_path, capsys):
+    run = tmp_path / "run"
+    TrainConfig(run_dir=str(run)).save()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 3, "checkpoint": "epoch_003.keras"}))
+    assert train.main(["--run-dir", str(run)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {run / 'checkpoints' / 'state.json'} names epoch_003.keras, "
+                                              f"which is missing")
+
+
 def test_a_run_dir_that_is_not_a_run_is_left_alone(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("precious")
     assert train.main([*TINY, "--run-dir", str(tmp_path)]) == 2
