@@ -169,7 +169,7 @@ def _notes(scans: list[_Scan]) -> tuple[str, ...]:
     converted = {mode: n for mode, n in modes.items() if mode not in ("L", "I;16", "I;16B", "I")}
     if converted:
         kinds = ", ".join(f"{n} {mode}" for mode, n in sorted(converted.items()))
-        notes.append(f"converted colour images to grayscale ({kinds})")
+        notes.append(f"converted colour, palette or alpha images to plain grayscale ({kinds})")
     wide = sum(n for mode, n in modes.items() if mode.startswith("I"))
     if wide:
         notes.append(f"scaled {wide} 16-bit images to the same [0, 1] range as 8-bit ones")
