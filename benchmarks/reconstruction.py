@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(run_dir="runs/benchmark-reconstruction")
     config = cli.config_from_arguments(TrainConfig, parser.parse_args(argv))
     with contextlib.redirect_stdout(sys.stderr):  # progress on stderr, so that stdout is the JSON alone
-        results = train(config, verbose=2)
-    test = results["test"]
+        results = train(config, stage="vqvae", verbose=2)
+    vqvae = results["vqvae"]
+    test = vqvae["test"]
     print(json.dumps({
         "benchmark": "reconstruction",
         "config": {k: v for k, v in vars(config).items() if k != "run_dir"},
@@ -38,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         "test_psnr_db": round(test["psnr"], 2),
         "test_codebook_usage": round(test["codebook_usage"], 4),
         "test_perplexity": round(test["perplexity"], 1),
-        "epochs": results["epochs"],
-        "seconds_with_validation": results["seconds"],
-        "train_seconds": results["train_seconds"],
-        "train_images_per_second": results["train_images_per_second"],
+        "epochs": vqvae["epochs"],
+        "seconds_with_validation": vqvae["seconds"],
+        "train_seconds": vqvae["train_seconds"],
+        "train_images_per_second": vqvae["train_images_per_second"],
         "hardware": _hardware(),
     }, indent=2))
     return 0

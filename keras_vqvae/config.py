@@ -47,6 +47,19 @@ class TrainConfig:
     seed: int = _option(0, "seed for data splitting, shuffling, synthetic subjects and weights")
     synthetic_subjects: tuple[int, int, int] = _option(
         (48, 8, 8), "with the embedded data: virtual subjects in train,validate,test", parse=_subject_counts)
+    prior_epochs: int = _option(20, "training epochs of the PixelCNN prior", resumable=True)
+    prior_batch_size: int = _option(16, "code maps per training step of the prior")
+    prior_learning_rate: float = _option(1e-3, "peak Adam learning rate of the prior, decayed along a cosine to 2% "
+                                               "of it")
+    prior_filters: int = _option(64, "channels of the PixelCNN's gated stacks")
+    prior_layers: int = _option(12, "gated layers of the PixelCNN")
+    prior_kernel_size: int = _option(5, "kernel width of the PixelCNN's stacks (odd)")
+    condition: str = _option("none", "what the prior is conditioned on: nothing, or the slice position read from "
+                                     "file names (then samples can be asked for a slice position)",
+                             choices=("none", "slice"))
+    num_generated: int = _option(64, "slices generated for the samples grid and the generation metrics",
+                                 resumable=True)
+    temperature: float = _option(1.0, "sampling temperature of those slices", resumable=True)
 
     def __post_init__(self):
         checks = {
@@ -55,6 +68,11 @@ class TrainConfig:
             "embedding_dim": self.embedding_dim >= 1, "channels": self.channels >= 8,
             "residual_blocks": self.residual_blocks >= 0, "beta": self.beta >= 0,
             "dead_code_steps": self.dead_code_steps >= 0, "synthetic_subjects": min(self.synthetic_subjects) >= 1,
+            "prior_epochs": self.prior_epochs >= 1, "prior_batch_size": self.prior_batch_size >= 1,
+            "prior_learning_rate": self.prior_learning_rate > 0, "prior_filters": self.prior_filters >= 1,
+            "prior_layers": self.prior_layers >= 1,
+            "prior_kernel_size": self.prior_kernel_size >= 3 and self.prior_kernel_size % 2 == 1,
+            "num_generated": self.num_generated >= 2, "temperature": self.temperature > 0,
             "downsampling": self.downsampling >= 2 and 2 ** round(math.log2(self.downsampling)) == self.downsampling,
         }
         for name, ok in checks.items():

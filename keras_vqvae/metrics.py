@@ -8,6 +8,7 @@ on the whole image and 0.75 inside the brain. `brain_ssim` therefore averages th
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 SSIM_FILTER_SIZE = 11  # tf.image.ssim's Gaussian window (sigma 1.5), used for every SSIM figure here
@@ -101,3 +102,150 @@ class Perplexity(_CodeHistogram):
         probabilities = self.counts / tf.maximum(tf.reduce_sum(self.counts), 1.0)
         entropy = -tf.reduce_sum(tf.math.multiply_no_nan(tf.math.log(probabilities), probabilities))
         return tf.exp(entropy)
+
+
+# --- Comparing sets of images: every pair's SSIM / MS-SSIM, for generation metrics -------------------------------
+
+SSIM_SIGMA = 1.5
+MS_SSIM_POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, as tf.image.ssim_multiscale
+_K1, _K2 = 0.01, 0.03  # tf.image.ssim's constants: C1 = (K1 * max_val)^2, C2 = (K2 * max_val)^2, max_val = 1
+_PAIRS_PER_CALL = 256  # products of this many image pairs are filtered at once (about 16 MB each at 128x128)
+
+
+def _window_matrix(side: int) -> tf.Tensor:
+    """(side - 10, side) banded matrix whose rows are tf.image.ssim's 1-D Gaussian window (11 taps, sigma 1.5) at each
+    'valid' offset: M @ image @ M'^T filters an image with the 2-D window, the outer product of two 1-D ones."""
+    offsets = np.arange(SSIM_FILTER_SIZE) - (SSIM_FILTER_SIZE - 1) / 2
+    window = np.exp(-0.5 * np.square(offsets) / SSIM_SIGMA**2)
+    matrix = np.zeros((side - SSIM_FILTER_SIZE + 1, side), np.float32)
+    for row in range(len(matrix)):
+        matrix[row, row:row + SSIM_FILTER_SIZE] = window / window.sum()
+    return tf.constant(matrix)
+
+
+def _gaussian_blur(images, windows):
+    """(N, H, W) -> (N, H - 10, W - 10): the 11x11 Gaussian window of tf.image.ssim, 'valid', as two matrix
+    products with windows = (_window_matrix(H), _window_matrix(W)); on a CPU much faster than a convolution."""
+    rows, columns = windows
+    return tf.matmul(tf.matmul(rows[None], images), columns[None], transpose_b=True)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _pair_terms(x, mean_x, square_x, y, mean_y, square_y, windows):
+    """SSIM and mean contrast-structure term cs of every pair (x_a, y_b), each (a, b).
+
+    x (a, H, W) and y (b, H, W) in [0, 1], with their local means and local means of squares (the Gaussian window's,
+    computed once per image). Only the local mean of x_a * y_b needs computing per pair. As tf.image.ssim:
+        luminance = (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)
+        cs        = (2 sigma_xy + C2) / (sigma_x^2 + sigma_y^2 + C2),   SSIM = mean(luminance * cs)
+    """
+    a, b, height, width = tf.shape(x)[0], tf.shape(y)[0], tf.shape(x)[1], tf.shape(x)[2]
+    products = tf.reshape(x[:, None] * y[None], (a * b, height, width))
+    mean_xy = tf.reshape(_gaussian_blur(products, windows), (a, b, height - 10, width - 10))  # (a, b, h', w')
+    mu_x, mu_y = mean_x[:, None], mean_y[None]  # (a, 1, h', w'), (1, b, h', w')
+    c1, c2 = _K1**2, _K2**2
+    luminance = (2.0 * mu_x * mu_y + c1) / (tf.square(mu_x) + tf.square(mu_y) + c1)
+    variances = square_x[:, None] + square_y[None] - tf.square(mu_x) - tf.square(mu_y)
+    cs = (2.0 * (mean_xy - mu_x * mu_y) + c2) / (variances + c2)  # (a, b, h', w')
+    return tf.reduce_mean(luminance * cs, axis=[2, 3]), tf.reduce_mean(cs, axis=[2, 3])
+
+
+def _pairwise_terms(x, y):
+    """(SSIM, cs), each (len(x), len(y)) numpy, of every pair of images x (a, H, W, 1), y (b, H, W, 1) in [0, 1]."""
+    x, y = (tf.convert_to_tensor(images, tf.float32)[..., 0] for images in (x, y))  # (n, H, W)
+    if x.shape[1] < SSIM_FILTER_SIZE or x.shape[2] < SSIM_FILTER_SIZE:
+        raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than the {SSIM_FILTER_SIZE}x"
+                         f"{SSIM_FILTER_SIZE} SSIM window")
+    windows = _window_matrix(x.shape[1]), _window_matrix(x.shape[2])
+    mean_x, mean_y = _gaussian_blur(x, windows), _gaussian_blur(y, windows)
+    square_x, square_y = _gaussian_blur(tf.square(x), windows), _gaussian_blur(tf.square(y), windows)
+    step_y = min(len(y), _PAIRS_PER_CALL)
+    step_x = max(1, _PAIRS_PER_CALL // step_y)
+    ssim_rows, cs_rows = [], []
+    for i in range(0, len(x), step_x):
+        ssim_row, cs_row = [], []
+        for j in range(0, len(y), step_y):
+            # Every call gets full chunks (the last ones padded), so that XLA compiles once per image size.
+            values = _pair_terms(*(_chunk(t, i, step_x) for t in (x, mean_x, square_x)),
+                                 *(_chunk(t, j, step_y) for t in (y, mean_y, square_y)), windows)
+            ssim_row.append(values[0].numpy()[:len(x) - i, :len(y) - j])
+            cs_row.append(values[1].numpy()[:len(x) - i, :len(y) - j])
+        ssim_rows.append(np.concatenate(ssim_row, axis=1))
+        cs_rows.append(np.concatenate(cs_row, axis=1))
+    return np.concatenate(ssim_rows), np.concatenate(cs_rows)
+
+
+def _chunk(images, start, size):
+    """images[start:start + size], padded with zeros to `size` images."""
+    chunk = images[start:start + size]
+    return tf.pad(chunk, [[0, size - len(chunk)], [0, 0], [0, 0]])
+
+
+def pairwise_ssim(x, y) -> np.ndarray:
+    """SSIM of every pair (x_a, y_b): (len(x), len(y)); images (n, H, W, 1) in [0, 1]. Equal to tf.image.ssim of
+    each pair (max_val 1, 11x11 window), computed with one filtering per pair instead of five."""
+    return _pairwise_terms(x, y)[0]
+
+
+def ms_ssim_scales(side: int) -> int:
+    """How many scales of MS-SSIM fit an image side: halvings of even sides that stay at least 11 pixels, at most 5."""
+    scales = 1
+    while scales < len(MS_SSIM_POWER_FACTORS) and side % 2 == 0 and side // 2 >= SSIM_FILTER_SIZE:
+        side //= 2
+        scales += 1
+    return scales
+
+
+def pairwise_ms_ssim(x, y) -> np.ndarray:
+    """Multi-scale SSIM (Wang et al. 2003) of every pair (x_a, y_b): (len(x), len(y)); images (n, H, W, 1) in [0, 1].
+
+    As tf.image.ssim_multiscale with the first S of its power factors, renormalised to sum to 1, where S =
+    `ms_ssim_scales(min(H, W))` (4 at 128x128: the fifth scale, 8x8, is smaller than the SSIM window):
+        MS-SSIM = prod_{s < S} relu(cs_s)^w_s * relu(SSIM_S)^w_S
+    """
+    x, y = tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)
+    scales = ms_ssim_scales(min(x.shape[1], x.shape[2]))
+    weights = np.array(MS_SSIM_POWER_FACTORS[:scales]) / sum(MS_SSIM_POWER_FACTORS[:scales])
+    result = np.ones((len(x), len(y)))
+    for scale, weight in enumerate(weights):
+        ssim_values, cs = _pairwise_terms(x, y)
+        last = scale == scales - 1
+        result *= np.maximum(ssim_values if last else cs, 0.0) ** weight
+        x, y = tf.nn.avg_pool2d(x, 2, 2, "VALID"), tf.nn.avg_pool2d(y, 2, 2, "VALID")
+    return result
+
+
+SSIM_MATCH_THRESHOLD = 0.6
+
+
+def generation_metrics(generated, test, train, seed: int = 0) -> dict[str, float]:
+    """How real, how new and how varied generated slices are; all images (n, H, W, 1) in [0, 1].
+
+    * `generated_test_ssim`: for each generated slice, its highest SSIM against any test slice (its best match
+      among real slices the models never saw), averaged over the generated slices. With `test_matched_above_0_6`,
+      the fraction of test slices whose highest SSIM against any generated slice exceeds 0.6, this is the statistic
+      earlier OASIS projects reported ("generated slices reach SSIM > 0.6 against the test set").
+    * `nearest_train_ssim`: each generated slice's highest SSIM against any training slice, averaged: a
+      memorisation check, to read beside `real_nearest_train_ssim`, the same for real test slices. A generator
+      that copies its training data scores near 1, well above the real figure.
+    * `diversity_ms_ssim`: mean MS-SSIM (`pairwise_ms_ssim`) over all pairs of distinct generated slices; lower is
+      more varied. Beside it, `real_diversity_ms_ssim` over as many test slices (drawn with `seed`). Collapsed
+      samples score near 1.
+
+    SSIM is whole-image SSIM (tf.image.ssim, max_val 1), as those projects used.
+    """
+    generated, test, train = (np.asarray(images, np.float32) for images in (generated, test, train))
+    count = min(len(generated), len(test))
+    real = test[np.sort(np.random.default_rng(seed).choice(len(test), count, replace=False))]
+    to_test = pairwise_ssim(generated, test)  # (generated, test)
+    off_diagonal = ~np.eye(len(generated), dtype=bool)
+    real_off_diagonal = ~np.eye(count, dtype=bool)
+    return {
+        "generated_test_ssim": float(to_test.max(axis=1).mean()),
+        "test_matched_above_0_6": float((to_test.max(axis=0) > SSIM_MATCH_THRESHOLD).mean()),
+        "nearest_train_ssim": float(pairwise_ssim(generated, train).max(axis=1).mean()),
+        "real_nearest_train_ssim": float(pairwise_ssim(real, train).max(axis=1).mean()),
+        "diversity_ms_ssim": float(pairwise_ms_ssim(generated, generated)[off_diagonal].mean()),
+        "real_diversity_ms_ssim": float(pairwise_ms_ssim(real, real)[real_off_diagonal].mean()),
+        "generated": len(generated),
+    }

@@ -1,15 +1,19 @@
-"""`python -m keras_vqvae.train`: train a VQ-VAE into a run folder; running the same command again resumes it.
+"""`python -m keras_vqvae.train`: train a VQ-VAE, then a PixelCNN prior over its codes, into a run folder; running the
+same command again resumes it.
 
 The run folder holds:
 
-    config.json                  the run's TrainConfig
-    checkpoints/epoch_NNN.keras  model and optimizer state after the last finished epoch
-    checkpoints/state.json       which checkpoint is current, the epoch count and the per-epoch history
-    history.csv                  per-epoch training and validation metrics
-    logs/                        TensorBoard logs
-    vqvae.keras                  the trained model
-    metrics.json                 validation and test metrics, training throughput
-    plots/                       loss curves; originals beside reconstructions
+    config.json                        the run's TrainConfig
+    checkpoints/epoch_NNN.keras        VQ-VAE and optimizer state after the last finished epoch
+    checkpoints/state.json             which checkpoint is current, the epoch count and the per-epoch history
+    history.csv                        per-epoch training and validation metrics of the VQ-VAE
+    vqvae.keras                        the trained VQ-VAE
+    codes.npz                          its code maps of every split (the prior's data)
+    prior_checkpoints/, prior_history.csv, prior.keras
+                                       the same for the gated PixelCNN prior
+    logs/                              TensorBoard logs (vqvae/, prior/)
+    metrics.json                       test metrics of both stages, generation metrics, training throughput
+    plots/                             loss curves; originals beside reconstructions; generated samples
 
 A run killed at any moment (even with SIGKILL) loses at most the epoch in progress: each checkpoint is written to a
 new file first, and `state.json`, replaced atomically, is what makes it current.
@@ -21,6 +25,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,20 +35,33 @@ import numpy as np
 
 from keras_vqvae import cli, plots
 from keras_vqvae.config import CONFIG_FILE, TrainConfig
-from keras_vqvae.data import SubjectSplit, load_slices, make_dataset, pixel_variance
+from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
 from keras_vqvae.errors import InputError
+from keras_vqvae.metrics import generation_metrics
 from keras_vqvae.networks import Decoder, Encoder
+from keras_vqvae.generation import generate
+from keras_vqvae.priors import GatedPixelCNN
 from keras_vqvae.quantizer import VectorQuantizer
 from keras_vqvae.vqvae import VQVAE
 
 STATE_FILE = "state.json"
 MODEL_FILE = "vqvae.keras"
+PRIOR_FILE = "prior.keras"
+CODES_FILE = "codes.npz"
 METRICS_FILE = "metrics.json"
+STAGES = ("vqvae", "prior", "all")
 FINAL_LEARNING_RATE_FRACTION = 0.02
+ENCODING_BATCH_SIZE = 64
+
+
+def _adam(peak_learning_rate: float, epochs: int, steps_per_epoch: int) -> keras.optimizers.Adam:
+    """Adam whose learning rate decays along a cosine from its peak to 2% of it over the whole run."""
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        peak_learning_rate, epochs * steps_per_epoch, alpha=FINAL_LEARNING_RATE_FRACTION))
 
 
 def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int) -> VQVAE:
-    """The VQ-VAE and its optimizer (Adam, cosine-decayed learning rate) as `config` describes them."""
+    """The VQ-VAE and its optimizer as `config` describes them."""
     codebook_by_loss = {"ema_decay": None} if config.codebook_update == "loss" else {}  # else the EMA default
     model = VQVAE(
         Encoder(config.embedding_dim, config.channels, config.residual_blocks, config.downsampling),
@@ -51,10 +69,17 @@ def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int)
                         dead_code_steps=config.dead_code_steps, **codebook_by_loss),
         Decoder(config.embedding_dim, config.channels, config.residual_blocks, config.downsampling),
         data_variance=data_variance)
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch,
-                                                      alpha=FINAL_LEARNING_RATE_FRACTION)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    model.compile(optimizer=_adam(config.learning_rate, config.epochs, steps_per_epoch))
     return model
+
+
+def build_prior(config: TrainConfig, grid_shape: tuple[int, int], num_classes: int,
+                steps_per_epoch: int) -> GatedPixelCNN:
+    """The gated PixelCNN prior over code maps of `grid_shape`, and its optimizer, as `config` describes them."""
+    prior = GatedPixelCNN(config.num_embeddings, grid_shape, config.prior_filters, config.prior_layers,
+                          config.prior_kernel_size, num_classes)
+    prior.compile(optimizer=_adam(config.prior_learning_rate, config.prior_epochs, steps_per_epoch))
+    return prior
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -66,12 +91,13 @@ def _write_atomically(path: Path, text: str) -> None:
 class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch: the model (with optimizer state) to a new file, then `state.json` pointing at it.
 
-    Each history row also gets `seconds` (the whole epoch) and `train_seconds` (until validation starts).
+    Each history row also gets `seconds` (the whole epoch) and `train_seconds` (until validation starts); `tag`
+    (what the model was trained from) is stored in the state too.
     """
 
-    def __init__(self, folder: Path, history: list[dict[str, float]]):
+    def __init__(self, folder: Path, history: list[dict[str, float]], tag: dict):
         super().__init__()
-        self.folder, self.history = folder, history
+        self.folder, self.history, self.tag = folder, history, tag
         self._started = self._validating = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -88,7 +114,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch_{epoch + 1:03d}.keras"
         self.model.save(self.folder / name)
-        state = {"epoch": epoch + 1, "checkpoint": name, "history": self.history}
+        state = {"epoch": epoch + 1, "checkpoint": name, **self.tag, "history": self.history}
         _write_atomically(self.folder / STATE_FILE, json.dumps(state, indent=1))
         for old in self.folder.glob("epoch_*.keras"):
             if old.name != name:
@@ -105,6 +131,35 @@ def _load_state(folder: Path) -> dict | None:
     return state
 
 
+def _fit_resumably(build, folder: Path, epochs: int, train_data, validate_data, logs: Path, verbose,
+                   tag: dict | None = None) -> tuple[keras.Model, list[dict[str, float]]]:
+    """Trains the model `build()` makes, or resumes the one checkpointed in `folder`, up to `epochs` epochs.
+
+    A checkpoint whose `tag` differs (it was trained from something that has changed since) is set aside and
+    training starts afresh. Returns the model and its per-epoch history.
+    """
+    tag = tag or {}
+    state = _load_state(folder)
+    if state is not None and any(state.get(key) != value for key, value in tag.items()):
+        stale = folder.with_name(folder.name + "_stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        folder.rename(stale)
+        print(f"{folder} was trained from an earlier state of this run ({state.get('vqvae_epochs')} VQ-VAE epochs), "
+              f"so it starts afresh; the old checkpoints are in {stale}")
+        state = None
+    if state is None:
+        model, history, first_epoch = build(), [], 0
+    else:
+        model = keras.saving.load_model(folder / state["checkpoint"])
+        history, first_epoch = state["history"], state["epoch"]
+        print(f"resuming {folder} after epoch {first_epoch} of {epochs}")
+    if first_epoch < epochs:
+        callbacks = [EpochCheckpoint(folder, history, tag), keras.callbacks.TensorBoard(str(logs))]
+        model.fit(train_data, validation_data=validate_data, epochs=epochs, initial_epoch=first_epoch,
+                  callbacks=callbacks, shuffle=False, verbose=verbose)  # the pipelines shuffle
+    return model, history
+
+
 def _write_history_csv(history: list[dict[str, float]], path: Path) -> None:
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["epoch", *history[0]])
@@ -113,57 +168,74 @@ def _write_history_csv(history: list[dict[str, float]], path: Path) -> None:
             writer.writerow({"epoch": epoch, **row})
 
 
-def train(config: TrainConfig, verbose: int | str = "auto") -> dict:
-    """Trains (or resumes) the run `config` describes; returns the metrics also written to metrics.json."""
+def _timing(history: list[dict[str, float]], examples_per_epoch: int, unit: str) -> dict:
+    train_seconds = sum(row["train_seconds"] for row in history)
+    return {"epochs": len(history), "seconds": round(sum(row["seconds"] for row in history), 1),  # with validation
+            "train_seconds": round(train_seconds, 1),
+            f"train_{unit}_per_second": round(len(history) * examples_per_epoch / train_seconds, 1)}
+
+
+def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") -> dict:
+    """Trains (or resumes) the stages of the run `config` describes: 'vqvae', 'prior' (needs a trained VQ-VAE in
+    the run folder) or 'all'. Returns the metrics also written to metrics.json."""
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
     run = config.run_path
     if (run / CONFIG_FILE).exists():
         config.check_resumable_from(TrainConfig.load(run))
     elif run.exists() and any(run.iterdir()):
         raise InputError(f"{run} exists and is not a keras_vqvae run folder: give a new or empty --run-dir")
+    if stage == "prior" and not (run / MODEL_FILE).exists():
+        raise InputError(f"{run} holds no trained VQ-VAE ({MODEL_FILE}): train it first with --stage vqvae "
+                         f"(or --stage all, the default)")
     config.save()
-    checkpoints = run / "checkpoints"
-    state = _load_state(checkpoints)  # before the data, so that a broken run folder is reported at once
+    for folder in ("checkpoints", "prior_checkpoints"):
+        _load_state(run / folder)  # before the data, so that a broken run folder is reported at once
 
     slices = load_slices(config.data, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
     print(slices.summary())
     for note in slices.notes:
         print(f"note: {note}")
-    train_data = make_dataset(slices.train, config.image_size, config.batch_size, training=True, seed=config.seed)
-    validate_data = make_dataset(slices.validate, config.image_size, config.batch_size)
-    test_data = make_dataset(slices.test, config.image_size, config.batch_size)
-    steps_per_epoch = math.ceil(len(slices.train) / config.batch_size)
+    if config.condition == "slice" and min(min(s.slice_numbers) for s in slices.splits()) < 0:
+        raise InputError("--condition slice needs slice numbers in the file names (like case_001_slice_0.png), and "
+                         "some names carry none: rename the files, or use --condition none")
+    images = {split.name: make_dataset(split, config.image_size, config.batch_size) for split in slices.splits()}
+    metrics_path = run / METRICS_FILE
+    results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    results.update({"data": slices.summary(), "notes": list(slices.notes)})
 
-    if state is None:
-        keras.utils.set_random_seed(config.seed)
-        model = build_vqvae(config, pixel_variance(train_data), steps_per_epoch)
-        history, first_epoch = [], 0
+    if stage == "prior":
+        vqvae = keras.saving.load_model(run / MODEL_FILE)
     else:
-        model = keras.saving.load_model(checkpoints / state["checkpoint"])
-        history, first_epoch = state["history"], state["epoch"]
-        print(f"resuming {run} after epoch {first_epoch} of {config.epochs}")
-
-    if first_epoch < config.epochs:
-        callbacks = [EpochCheckpoint(checkpoints, history), keras.callbacks.TensorBoard(str(run / "logs"))]
-        model.fit(train_data, validation_data=validate_data, epochs=config.epochs, initial_epoch=first_epoch,
-                  callbacks=callbacks, shuffle=False, verbose=verbose)  # the pipeline shuffles
-    model.save(run / MODEL_FILE)
-    _write_history_csv(history, run / "history.csv")
-
-    train_seconds = sum(row["train_seconds"] for row in history)
-    results = {
-        "data": slices.summary(), "notes": list(slices.notes), "epochs": len(history),
-        "seconds": round(sum(row["seconds"] for row in history), 1),  # training and validation
-        "train_seconds": round(train_seconds, 1),
-        "train_images_per_second": round(len(history) * len(slices.train) / train_seconds, 1),
-        "validate": model.evaluate(validate_data, return_dict=True, verbose=0),
-        "test": model.evaluate(test_data, return_dict=True, verbose=0),
-    }
-    _write_atomically(run / METRICS_FILE, json.dumps(results, indent=2) + "\n")
-    _plot(model, history, test_data, results["test"], run / "plots")
+        vqvae, results["vqvae"] = _train_vqvae(config, slices, images, verbose)
+        _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
+    if stage != "vqvae":
+        results["prior"], results["generation"] = _train_prior(config, slices, images, vqvae, verbose)
+        _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
     return results
 
 
-def _plot(model: VQVAE, history, test_data, test_metrics, folder: Path) -> None:
+def _train_vqvae(config: TrainConfig, slices, images: dict, verbose) -> tuple[VQVAE, dict]:
+    run = config.run_path
+    train_data = make_dataset(slices.train, config.image_size, config.batch_size, training=True, seed=config.seed)
+    steps_per_epoch = math.ceil(len(slices.train) / config.batch_size)
+
+    def build():
+        keras.utils.set_random_seed(config.seed)
+        return build_vqvae(config, pixel_variance(train_data), steps_per_epoch)
+
+    model, history = _fit_resumably(build, run / "checkpoints", config.epochs, train_data, images["validate"],
+                                    run / "logs" / "vqvae", verbose)
+    model.save(run / MODEL_FILE)
+    _write_history_csv(history, run / "history.csv")
+    results = {**_timing(history, len(slices.train), "images"),
+               "validate": model.evaluate(images["validate"], return_dict=True, verbose=0),
+               "test": model.evaluate(images["test"], return_dict=True, verbose=0)}
+    _plot_vqvae(model, history, images["test"], results["test"], run / "plots")
+    return model, results
+
+
+def _plot_vqvae(model: VQVAE, history, test_data, test_metrics, folder: Path) -> None:
     folder.mkdir(exist_ok=True)
     plots.plot_history(history, folder / "loss.png")
     images = np.concatenate([batch.numpy() for batch in test_data])
@@ -174,16 +246,109 @@ def _plot(model: VQVAE, history, test_data, test_metrics, folder: Path) -> None:
     plots.plot_reconstructions(chosen + 0.5, reconstructions, folder / "reconstructions.png", title)
 
 
+def encode_images(vqvae: VQVAE, dataset, verbose: int = 1) -> np.ndarray:
+    """Code maps (N, h, w) int32 of every batch of images in `dataset`; progress as keras.utils.Progbar's `verbose`
+    (0 silent, 1 a bar, 2 a line at the end)."""
+    batches = list(dataset)
+    progress = keras.utils.Progbar(len(batches), verbose=verbose, unit_name="batch")
+    codes = []
+    for batch in batches:
+        codes.append(vqvae.encode(batch).numpy())
+        progress.add(1)
+    return np.concatenate(codes)
+
+
+def _progress(verbose) -> int:
+    """Progbar's verbosity for fit's: 'auto' and 1 show a bar, 2 a line at the end, 0 nothing."""
+    return 1 if verbose == "auto" else int(verbose)
+
+
+def _code_maps(config: TrainConfig, slices, vqvae: VQVAE, vqvae_epochs: int, verbose) -> dict[str, np.ndarray]:
+    """Each split's code maps, from codes.npz when it was made by this VQ-VAE, else encoded now and saved there."""
+    path = config.run_path / CODES_FILE
+    if path.exists():
+        with np.load(path) as saved:
+            if int(saved["vqvae_epochs"]) == vqvae_epochs:
+                return {split.name: saved[split.name] for split in slices.splits()}
+    print(f"encoding every split into code maps with the VQ-VAE (kept in {path})")
+    codes = {split.name: encode_images(vqvae, make_dataset(split, config.image_size, ENCODING_BATCH_SIZE),
+                                       verbose=_progress(verbose))
+             for split in slices.splits()}
+    temporary = path.with_name("codes.tmp.npz")
+    np.savez_compressed(temporary, vqvae_epochs=vqvae_epochs, **codes)
+    os.replace(temporary, path)
+    return codes
+
+
+def _train_prior(config: TrainConfig, slices, images: dict, vqvae: VQVAE, verbose) -> tuple[dict, dict]:
+    run = config.run_path
+    vqvae_epochs = _load_state(run / "checkpoints")["epoch"] if (run / "checkpoints").exists() else 0
+    codes = _code_maps(config, slices, vqvae, vqvae_epochs, verbose)
+    conditional = config.condition == "slice"
+    labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
+    num_classes = int(max(max(s.slice_numbers) for s in slices.splits())) + 1 if conditional else 0
+
+    def dataset(split, training=False):
+        return make_code_dataset(codes[split], config.prior_batch_size, labels=labels[split], training=training,
+                                 seed=config.seed)
+
+    steps_per_epoch = math.ceil(len(codes["train"]) / config.prior_batch_size)
+
+    def build():
+        keras.utils.set_random_seed(config.seed)
+        return build_prior(config, codes["train"].shape[1:], num_classes, steps_per_epoch)
+
+    prior, history = _fit_resumably(build, run / "prior_checkpoints", config.prior_epochs, dataset("train", True),
+                                    dataset("validate"), run / "logs" / "prior", verbose,
+                                    tag={"vqvae_epochs": vqvae_epochs})
+    prior.save(run / PRIOR_FILE)
+    _write_history_csv(history, run / "prior_history.csv")
+    results = {**_timing(history, len(codes["train"]), "maps"),
+               "validate": prior.evaluate(dataset("validate"), return_dict=True, verbose=0),
+               "test": prior.evaluate(dataset("test"), return_dict=True, verbose=0)}
+
+    started = time.perf_counter()
+    generated, _ = generate(vqvae, prior, config.num_generated, seed=config.seed, temperature=config.temperature,
+                            verbose=_progress(verbose))
+    sampling_seconds = time.perf_counter() - started
+    print(f"comparing {len(generated)} generated slices with the test and training slices")
+    test_images = np.concatenate([batch.numpy() for batch in images["test"]]) + 0.5
+    train_images = np.concatenate([batch.numpy() for batch in images["train"]]) + 0.5
+    generation = {**generation_metrics(generated, test_images, train_images, seed=config.seed),
+                  "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
+    _plot_prior(history, generated, results["test"], generation, run / "plots")
+    return results, generation
+
+
+def _plot_prior(history, generated: np.ndarray, test_metrics: dict, generation: dict, folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    plots.plot_history(history, folder / "prior_loss.png")
+    title = (f"generated (temperature {generation['temperature']:g}): test NLL {test_metrics['nll']:.2f} bits/code, "
+             f"best-match SSIM to test {generation['generated_test_ssim']:.2f}, "
+             f"MS-SSIM diversity {generation['diversity_ms_ssim']:.2f} (real {generation['real_diversity_ms_ssim']:.2f})")
+    plots.plot_grid(generated[..., 0], folder / "samples.png", columns=8, title=title)
+
+
 @cli.main_with_errors
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m keras_vqvae.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=STAGES, default="all",
+                        help="what to train: the VQ-VAE, the prior over its codes (needs a trained VQ-VAE in the run "
+                             "folder), or both (default: all)")
     cli.add_config_arguments(parser, TrainConfig)
-    config = cli.config_from_arguments(TrainConfig, parser.parse_args(argv))
-    results = train(config, verbose=1 if sys.stdout.isatty() else 2)
-    test = results["test"]
-    print(f"test: ssim {test['ssim']:.4f}, brain_ssim {test['brain_ssim']:.4f}, psnr {test['psnr']:.2f} dB, "
-          f"codebook_usage {test['codebook_usage']:.2f}, perplexity {test['perplexity']:.1f}; "
-          f"run folder {config.run_dir}")
+    arguments = parser.parse_args(argv)
+    config = cli.config_from_arguments(TrainConfig, arguments)
+    results = train(config, arguments.stage, verbose=1 if sys.stdout.isatty() else 2)
+    if "vqvae" in results and arguments.stage != "prior":
+        test = results["vqvae"]["test"]
+        print(f"VQ-VAE test: ssim {test['ssim']:.4f}, brain_ssim {test['brain_ssim']:.4f}, psnr {test['psnr']:.2f} dB, "
+              f"codebook_usage {test['codebook_usage']:.2f}, perplexity {test['perplexity']:.1f}")
+    if arguments.stage != "vqvae":
+        test, generation = results["prior"]["test"], results["generation"]
+        print(f"prior test: nll {test['nll']:.3f} bits/code, accuracy {test['accuracy']:.3f}")
+        print("generation: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in generation.items()))
+    print(f"run folder {config.run_dir}")
     return 0
 
 

@@ -15,7 +15,9 @@ from keras_vqvae import train
 from keras_vqvae.config import TrainConfig
 
 TINY = ["--synthetic-subjects", "3,1,1", "--image-size", "32", "--channels", "8", "--residual-blocks", "1",
-        "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3"]
+        "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3",
+        "--prior-filters", "8", "--prior-layers", "2", "--prior-kernel-size", "3", "--prior-epochs", "1",
+        "--num-generated", "4"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,16 +29,25 @@ def run_command(*arguments, **kwargs):
 
 def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
-    assert train.main([*TINY, "--epochs", "2", "--run-dir", str(run)]) == 0
-    assert "test: ssim" in capsys.readouterr().out
+    assert train.main([*TINY, "--epochs", "2", "--prior-epochs", "2", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "VQ-VAE test: ssim" in out and "prior test: nll" in out and "generation: generated_test_ssim" in out
     for name in ("config.json", "vqvae.keras", "metrics.json", "history.csv", "plots/loss.png",
-                 "plots/reconstructions.png", "checkpoints/state.json", "checkpoints/epoch_002.keras"):
+                 "plots/reconstructions.png", "checkpoints/state.json", "checkpoints/epoch_002.keras",
+                 "codes.npz", "prior.keras", "prior_history.csv", "prior_checkpoints/epoch_002.keras",
+                 "plots/prior_loss.png", "plots/samples.png"):
         assert (run / name).is_file(), name
-    assert list((run / "logs").rglob("events.out.tfevents.*"))
+    assert list((run / "logs" / "vqvae").rglob("events.out.tfevents.*"))
+    assert list((run / "logs" / "prior").rglob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and metrics["train_images_per_second"] > 0
-    assert set(metrics["test"]) >= {"ssim", "brain_ssim", "psnr", "codebook_usage", "perplexity", "loss"}
+    assert metrics["vqvae"]["epochs"] == 2 and metrics["vqvae"]["train_images_per_second"] > 0
+    assert set(metrics["vqvae"]["test"]) >= {"ssim", "brain_ssim", "psnr", "codebook_usage", "perplexity", "loss"}
+    assert metrics["prior"]["epochs"] == 2 and set(metrics["prior"]["test"]) == {"loss", "nll", "accuracy"}
+    assert set(metrics["generation"]) >= {"generated_test_ssim", "test_matched_above_0_6", "nearest_train_ssim",
+                                          "real_nearest_train_ssim", "diversity_ms_ssim", "real_diversity_ms_ssim"}
     assert "synthetic" in metrics["data"]
+    with np.load(run / "codes.npz") as codes:
+        assert codes["train"].shape == (96, 8, 8) and codes["test"].shape == (32, 8, 8)
     config = TrainConfig.load(run)
     assert config.image_size == 32 and config.synthetic_subjects == (3, 1, 1)
     model = keras.saving.load_model(run / "vqvae.keras")
@@ -47,7 +58,7 @@ def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
 
 def test_killed_run_resumes_losing_at_most_the_epoch_in_progress(tmp_path):
     run = tmp_path / "run"
-    process = run_command(*TINY, "--epochs", "60", "--run-dir", str(run))
+    process = run_command(*TINY, "--stage", "vqvae", "--epochs", "60", "--run-dir", str(run))
     state_file = run / "checkpoints" / "state.json"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -62,22 +73,48 @@ def test_killed_run_resumes_losing_at_most_the_epoch_in_progress(tmp_path):
     done = before["epoch"]
     assert (run / "checkpoints" / before["checkpoint"]).exists()
 
-    resumed = run_command(*TINY, "--epochs", str(done + 1), "--run-dir", str(run))
+    resumed = run_command(*TINY, "--stage", "vqvae", "--epochs", str(done + 1), "--run-dir", str(run))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert f"resuming {run} after epoch {done} of {done + 1}" in out
+    assert f"resuming {run / 'checkpoints'} after epoch {done} of {done + 1}" in out
     after = json.loads(state_file.read_text())
     assert after["epoch"] == done + 1 and after["history"][:done] == before["history"]
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == done + 1
+    assert json.loads((run / "metrics.json").read_text())["vqvae"]["epochs"] == done + 1
 
 
 def test_rerunning_a_finished_run_trains_no_more(tmp_path, capsys):
     run = tmp_path / "run"
     assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
-    checkpoint = (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns
+    checkpoints = [(run / folder / "epoch_001.keras").stat().st_mtime_ns for folder in ("checkpoints",
+                                                                                        "prior_checkpoints")]
     assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
-    assert "resuming" in capsys.readouterr().out
-    assert (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns == checkpoint
+    out = capsys.readouterr().out
+    assert f"resuming {run / 'checkpoints'} after epoch 1" in out
+    assert f"resuming {run / 'prior_checkpoints'} after epoch 1" in out
+    assert [(run / folder / "epoch_001.keras").stat().st_mtime_ns
+            for folder in ("checkpoints", "prior_checkpoints")] == checkpoints
+
+
+def test_the_prior_stage_continues_a_vqvae_run_and_restarts_when_the_vqvae_changed(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main([*TINY, "--stage", "vqvae", "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert not (run / "prior.keras").exists()
+    assert train.main([*TINY, "--stage", "prior", "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert (run / "prior.keras").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"vqvae", "prior", "generation"} <= set(metrics)  # the prior stage keeps the VQ-VAE's figures
+    capsys.readouterr()
+    assert train.main([*TINY, "--epochs", "2", "--run-dir", str(run)]) == 0  # one more VQ-VAE epoch: new codes
+    out = capsys.readouterr().out
+    assert "encoding every split into code maps" in out and "so it starts afresh" in out
+    assert json.loads((run / "prior_checkpoints" / "state.json").read_text())["vqvae_epochs"] == 2
+
+
+def test_the_prior_stage_needs_a_trained_vqvae(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main([*TINY, "--stage", "prior", "--run-dir", str(run)]) == 2
+    assert capsys.readouterr().err == (f"error: {run} holds no trained VQ-VAE (vqvae.keras): train it first with "
+                                       f"--stage vqvae (or --stage all, the default)\n")
 
 
 def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
@@ -95,6 +132,8 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--downsampling", "6"], "error: --downsampling 6 is out of range"),
     (["--epochs", "0"], "error: --epochs 0 is out of range"),
     (["--synthetic-subjects", "3,0,1"], "error: --synthetic-subjects 3,0,1 is out of range"),
+    (["--prior-kernel-size", "4"], "error: --prior-kernel-size 4 is out of range"),
+    (["--temperature", "0"], "error: --temperature 0.0 is out of range"),
 ])
 def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, message):
     assert train.main([*arguments, "--run-dir", str(tmp_path / "run")]) == 2

@@ -4,9 +4,10 @@
 `python -m keras_vqvae.data make-sample DIR` writes the embedded synthetic data set to disk in the OASIS layout.
 """
 
+from keras_vqvae.data.codes import make_code_dataset
 from keras_vqvae.data.slices import (OASIS_FOLDERS, SliceSet, Slices, load_slices, make_dataset, pixel_variance,
-                                     read_folder, synthetic_slices)
+                                     read_folder, read_images, synthetic_slices)
 from keras_vqvae.data.synthetic import SubjectSplit, make_subject
 
-__all__ = ["OASIS_FOLDERS", "SliceSet", "Slices", "SubjectSplit", "load_slices", "make_dataset", "make_subject",
-           "pixel_variance", "read_folder", "synthetic_slices"]
+__all__ = ["OASIS_FOLDERS", "SliceSet", "Slices", "SubjectSplit", "load_slices", "make_code_dataset", "make_dataset",
+           "make_subject", "pixel_variance", "read_folder", "read_images", "synthetic_slices"]

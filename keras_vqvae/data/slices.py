@@ -109,12 +109,8 @@ def synthetic_slices(subjects: synthetic.SubjectSplit = synthetic.SubjectSplit()
 
 def read_folder(path: str | Path, seed: int = 0) -> Slices:
     """Slices from a folder in the OASIS layout, or any folder of slices split by subject (see module docstring)."""
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise InputError(f"data folder {root} does not exist: give the folder that holds keras_png_slices_train, "
-                         f"_validate and _test (or any folder of PNG slices), or leave --data out for the embedded data")
-    if not root.is_dir():
-        raise InputError(f"{root} is a file, not a folder: give the folder that holds the slices")
+    root = _existing_folder(path, "give the folder that holds keras_png_slices_train, _validate and _test (or any "
+                                  "folder of PNG slices), or leave --data out for the embedded data")
     present = {split: root / folder for split, folder in OASIS_FOLDERS.items() if (root / folder).is_dir()}
     if present:
         missing = [OASIS_FOLDERS[s] for s in SPLITS if s not in present]
@@ -130,6 +126,21 @@ def read_folder(path: str | Path, seed: int = 0) -> Slices:
     sets, split_notes = _split_by_subject(scan.files, seed)
     description = f"slices in {root}, split by subject with seed {seed}"
     return Slices(**sets, description=description, notes=_notes([scan]) + split_notes)
+
+
+def read_images(path: str | Path) -> tuple[SliceSet, tuple[str, ...]]:
+    """Every slice in one folder, in name order, as a SliceSet named "images", and notes on conversions."""
+    scan = _scan(_existing_folder(path, "give a folder of PNG or JPEG slices"))
+    return _slice_set("images", scan.files), _notes([scan])
+
+
+def _existing_folder(path: str | Path, what_to_give: str) -> Path:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InputError(f"data folder {root} does not exist: {what_to_give}")
+    if not root.is_dir():
+        raise InputError(f"{root} is a file, not a folder: {what_to_give}")
+    return root
 
 
 @dataclasses.dataclass

@@ -1,0 +1,242 @@
+"""Gated PixelCNN prior over maps of code indices (van den Oord et al. 2016), trained with `fit`.
+
+The prior models p(codes) = prod_p p(code_p | codes before p) in raster order (paper eq. 1) over the (h, w) maps of
+code indices that a trained VQ-VAE's encoder produces; sampling it and decoding the codes makes new images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from keras_vqvae.priors.distribution import code_distribution
+
+
+def _gate(preactivation):
+    """tanh(a) * sigmoid(b) of the two halves of the last axis: (..., 2F) -> (..., F) (paper eq. 2)."""
+    a, b = tf.split(preactivation, 2, axis=-1)
+    return tf.tanh(a) * tf.sigmoid(b)
+
+
+def _shift_down(maps):
+    """(batch, h, w, F) -> the same maps moved down one row, zeros in the first: row i holds row i - 1."""
+    return tf.pad(maps, [[0, 0], [1, 0], [0, 0], [0, 0]])[:, :-1]
+
+
+def _shift_right(maps):
+    """(batch, h, w, F) -> the same maps moved right one column, zeros in the first: column j holds column j - 1."""
+    return tf.pad(maps, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]
+
+
+@keras.saving.register_keras_serializable(package="keras_vqvae")
+class GatedBlock(keras.layers.Layer):
+    """One layer of the gated PixelCNN: a vertical and a horizontal stack with gated activations (paper section 2.2).
+
+    The vertical stack at row i sees only rows above i; the horizontal stack at (i, j) sees the vertical stack there
+    and the positions left of j in row i. Causality comes from padding on one side only ('valid' convolutions over
+    inputs padded above, left and right / on the left), never from masks assigned into kernels:
+
+        vertical:   v_pre = conv_{(n+1) x k}(v padded n rows above, n columns each side) + V_v c
+        horizontal: h_pre = conv_{1 x (n+1)}(h padded n columns left) + conv_1x1(v_pre) + V_h c
+        outputs:    v' = gate(v_pre),  h' = h + conv_1x1(gate(h_pre)),  skip = conv_1x1(gate(h_pre))
+
+    with n = kernel_size // 2, gate(a, b) = tanh(a) * sigmoid(b) (eq. 2) and c an optional class label (eq. 4).
+    Given vertical inputs that depend on rows above only and horizontal inputs that depend on positions before
+    (i, j) only, the outputs keep those properties: stacking blocks leaves no blind spot.
+
+    The two halves, `vertical_preactivation` and `horizontal_outputs`, also run on windows of a few rows or positions:
+    that is how `CachedSampler` computes one new position with the same weights.
+
+    Args:
+        filters: F, channels of both stacks.
+        kernel_size: k, an odd width of the vertical stack's kernel; the horizontal kernel is 1 x (k // 2 + 1).
+        num_classes: number of class labels to condition on; 0 for none. Default 0.
+
+    Call arguments:
+        vertical: (batch, h, w, F); horizontal: (batch, h, w, F); labels: (batch,) int or None.
+
+    Returns:
+        (vertical', horizontal', skip), each (batch, h, w, F).
+    """
+
+    def __init__(self, filters: int, kernel_size: int, num_classes: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size < 3 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and at least 3, got {kernel_size}")
+        self.filters, self.kernel_size, self.num_classes = filters, kernel_size, num_classes
+        self.reach = kernel_size // 2  # n: rows above, and columns to each side, that one block adds to the view
+        conv = keras.layers.Conv2D
+        self.vertical_conv = conv(2 * filters, (self.reach + 1, kernel_size), name="vertical_conv")
+        self.horizontal_conv = conv(2 * filters, (1, self.reach + 1), name="horizontal_conv")
+        self.vertical_to_horizontal = conv(2 * filters, 1, name="vertical_to_horizontal")
+        self.horizontal_output = conv(filters, 1, name="horizontal_output")
+        self.skip_output = conv(filters, 1, name="skip_output")
+        if num_classes:
+            self.vertical_condition = keras.layers.Embedding(num_classes, 2 * filters, name="vertical_condition")
+            self.horizontal_condition = keras.layers.Embedding(num_classes, 2 * filters, name="horizontal_condition")
+
+    def build(self, input_shape=None):
+        f = self.filters
+        self.vertical_conv.build((None, None, None, f))
+        self.horizontal_conv.build((None, None, None, f))
+        self.vertical_to_horizontal.build((None, None, None, 2 * f))
+        self.horizontal_output.build((None, None, None, f))
+        self.skip_output.build((None, None, None, f))
+        if self.num_classes:
+            self.vertical_condition.build((None,))
+            self.horizontal_condition.build((None,))
+
+    def call(self, vertical, horizontal, labels=None):
+        n = self.reach
+        padded_rows = tf.pad(vertical, [[0, 0], [n, 0], [n, n], [0, 0]])  # (batch, h + n, w + 2n, F)
+        vertical_pre = self.vertical_preactivation(padded_rows, labels)  # (batch, h, w, 2F)
+        padded_positions = tf.pad(horizontal, [[0, 0], [0, 0], [n, 0], [0, 0]])  # (batch, h, w + n, F)
+        horizontal, skip = self.horizontal_outputs(padded_positions, vertical_pre, horizontal, labels)
+        return _gate(vertical_pre), horizontal, skip
+
+    def vertical_preactivation(self, padded_rows, labels=None):
+        """(batch, rows + n, columns + 2n, F) vertical inputs, padded -> (batch, rows, columns, 2F) v_pre."""
+        return self._condition(self.vertical_conv(padded_rows), labels, "vertical_condition")
+
+    def horizontal_outputs(self, padded_positions, vertical_pre, horizontal, labels=None):
+        """New horizontal stack and skip output, each (batch, rows, columns, F).
+
+        padded_positions: (batch, rows, columns + n, F) horizontal inputs padded n columns on the left;
+        vertical_pre: (batch, rows, columns, 2F) the vertical pre-activations at the same positions;
+        horizontal: (batch, rows, columns, F) the horizontal inputs there, for the residual connection.
+        """
+        horizontal_pre = self.horizontal_conv(padded_positions) + self.vertical_to_horizontal(vertical_pre)
+        gated = _gate(self._condition(horizontal_pre, labels, "horizontal_condition"))  # (batch, rows, cols, F)
+        return horizontal + self.horizontal_output(gated), self.skip_output(gated)
+
+    def _condition(self, preactivation, labels, embedding):
+        if not self.num_classes:
+            return preactivation
+        bias = getattr(self, embedding)(labels)  # V c: (batch, 2F)
+        return preactivation + bias[:, None, None, :]
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="keras_vqvae")
+class GatedPixelCNN(keras.Model):
+    """Autoregressive prior over code-index maps: a gated PixelCNN without blind spot (van den Oord et al. 2016).
+
+    codes (batch, h, w) -> embedding (batch, h, w, F) -> `layers` GatedBlocks (the first sees the embedding shifted
+    down one row in its vertical stack and right one column in its horizontal stack, so that no position sees its
+    own code) -> the last horizontal stack plus the sum of all skip outputs -> relu, 1x1 conv, relu, 1x1 conv ->
+    logits (batch, h, w, K).
+
+    Training minimises the cross-entropy of each code given the codes before it in raster order; tracked metrics are
+    `loss` (nats per code), `nll` (bits per code: loss / ln 2) and `accuracy` (of the most likely code).
+    Data for `fit` / `evaluate`: batches of codes (batch, h, w), or (codes, labels) with labels (batch,) when the
+    model is conditional (also as `fit(x=codes, y=labels)`).
+
+    Args:
+        num_embeddings: K, the VQ-VAE's codebook size.
+        grid_shape: (h, w) of the code maps, the size samples are drawn at.
+        filters: F, channels of the gated stacks. Default 64.
+        layers: number of GatedBlocks. Default 12.
+        kernel_size: odd kernel width of the stacks. Default 5.
+        num_classes: number of class labels to condition on (e.g. slice positions); 0 for none. Default 0.
+
+    Reference:
+        A. van den Oord, N. Kalchbrenner, O. Vinyals, L. Espeholt, A. Graves, K. Kavukcuoglu, "Conditional Image
+        Generation with PixelCNN Decoders", NeurIPS 2016.
+    """
+
+    def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], filters: int = 64, layers: int = 12,
+                 kernel_size: int = 5, num_classes: int = 0, **kwargs):
+        kwargs.setdefault("name", "gated_pixelcnn")
+        super().__init__(**kwargs)
+        if num_embeddings < 2 or layers < 1 or filters < 1 or num_classes < 0:
+            raise ValueError(f"need num_embeddings >= 2, layers >= 1, filters >= 1 and num_classes >= 0, got "
+                             f"{num_embeddings}, {layers}, {filters}, {num_classes}")
+        self.num_embeddings, self.grid_shape = num_embeddings, tuple(int(s) for s in grid_shape)
+        self.filters, self.num_layers, self.kernel_size = filters, layers, kernel_size
+        self.num_classes = num_classes
+        self.code_embedding = keras.layers.Embedding(num_embeddings, filters, name="code_embedding")
+        self.blocks = [GatedBlock(filters, kernel_size, num_classes, name=f"gated_block_{i}") for i in range(layers)]
+        self.output_hidden = keras.layers.Conv2D(filters, 1, name="output_hidden")
+        self.output_logits = keras.layers.Conv2D(num_embeddings, 1, name="output_logits")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.nll_tracker = keras.metrics.Mean(name="nll")
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.build()
+
+    def build(self, input_shape=None):
+        codes = tf.zeros((1, *self.grid_shape), tf.int32)
+        self.call(codes, tf.zeros((1,), tf.int32) if self.num_classes else None)  # creates every weight
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.nll_tracker, self.accuracy]
+
+    def call(self, codes, labels=None, training=None):
+        """Logits (batch, h, w, K) of each code given the codes before it; codes (batch, h, w) int."""
+        return self.logits_from_embeddings(self.code_embedding(codes), labels)
+
+    def logits_from_embeddings(self, embedded, labels=None):
+        """Logits (batch, h, w, K) from embedded codes (batch, h, w, F): the network after its embedding layer."""
+        vertical, horizontal = _shift_down(embedded), _shift_right(embedded)
+        skips = []
+        for block in self.blocks:
+            vertical, horizontal, skip = block(vertical, horizontal, labels)
+            skips.append(skip)
+        return self.output_head(horizontal + tf.add_n(skips))
+
+    def output_head(self, features):
+        """(..., F) last horizontal stack plus the blocks' skip outputs -> (..., K) logits."""
+        return self.output_logits(tf.nn.relu(self.output_hidden(tf.nn.relu(features))))
+
+    def distribution(self, codes, labels=None, temperature: float = 1.0):
+        """The model's tfp Categorical over each code (batch, h, w), at a sampling temperature."""
+        return code_distribution(self(codes, labels), temperature)
+
+    def log_prob(self, codes, labels=None):
+        """log p(codes) in nats, (batch,): the sum over positions of each code's log-probability."""
+        return tf.reduce_sum(self.distribution(codes, labels).log_prob(codes), axis=[1, 2])
+
+    def _unpack(self, data):
+        """codes, or (codes, labels) as `fit(x=codes, y=labels)` also passes them -> (codes, labels or None)."""
+        codes, labels = data if isinstance(data, (tuple, list)) else (data, None)
+        if bool(self.num_classes) != (labels is not None):
+            wanted = "(codes, labels) pairs" if self.num_classes else "code maps without labels"
+            raise ValueError(f"this prior has num_classes={self.num_classes}: give it {wanted}")
+        return tf.cast(codes, tf.int32), labels
+
+    def _cross_entropy(self, codes, labels, training):
+        logits = self(codes, labels, training=training)  # (batch, h, w, K)
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(codes, tf.cast(logits, tf.float32))
+        return tf.reduce_mean(cross_entropy), logits  # nats per code
+
+    def _track(self, loss, codes, logits):
+        self.loss_tracker.update_state(loss)
+        self.nll_tracker.update_state(loss / math.log(2.0))
+        self.accuracy.update_state(codes, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        codes, labels = self._unpack(data)
+        with tf.GradientTape() as tape:
+            loss, logits = self._cross_entropy(codes, labels, training=True)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync  # gradients are summed over replicas
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._track(loss, codes, logits)
+
+    def test_step(self, data):
+        codes, labels = self._unpack(data)
+        loss, logits = self._cross_entropy(codes, labels, training=False)
+        return self._track(loss, codes, logits)
+
+    def get_config(self):
+        return {**super().get_config(), "num_embeddings": self.num_embeddings, "grid_shape": self.grid_shape,
+                "filters": self.filters, "layers": self.num_layers, "kernel_size": self.kernel_size,
+                "num_classes": self.num_classes}
