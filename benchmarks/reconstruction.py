@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import sys
 
+import hardware
 from keras_vqvae import cli
 from keras_vqvae.config import TrainConfig
 from keras_vqvae.train import train
@@ -43,16 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_with_validation": vqvae["seconds"],
         "train_seconds": vqvae["train_seconds"],
         "train_images_per_second": vqvae["train_images_per_second"],
-        "hardware": _hardware(),
+        "hardware": hardware.describe(),
     }, indent=2))
     return 0
-
-
-def _hardware() -> str:
-    import tensorflow as tf
-
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, " + (", ".join(gpus) if gpus else "no GPU")
 
 
 if __name__ == "__main__":

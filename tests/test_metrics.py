@@ -2,7 +2,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vqvae import CodebookUsage, Perplexity, brain_ssim, psnr, ssim
-from keras_vqvae.metrics import brain_mask
+from keras_vqvae.metrics import (MS_SSIM_POWER_FACTORS, brain_mask, generation_metrics, ms_ssim_scales,
+                                 pairwise_ms_ssim, pairwise_ssim)
 
 
 def brain_batch(subject_slices):
@@ -66,3 +67,40 @@ def test_codebook_usage_and_perplexity_accumulate_over_updates():
     np.testing.assert_allclose(perplexity.result(), 4.0, rtol=1e-5)  # four equally used codes
     usage.reset_state()
     np.testing.assert_allclose(usage.result(), 0.0)
+
+
+def test_pairwise_ssim_is_tf_image_ssim_of_every_pair(subject_slices):
+    x = brain_batch(subject_slices)[:3]
+    y = tf.nn.avg_pool2d(brain_batch(subject_slices), 3, 1, "SAME")  # (4, 64, 64, 1)
+    expected = [[tf.image.ssim(x[i:i + 1], y[j:j + 1], max_val=1.0)[0] for j in range(4)] for i in range(3)]
+    np.testing.assert_allclose(pairwise_ssim(x, y), expected, atol=2e-5)
+
+
+def test_pairwise_ms_ssim_is_tf_image_ssim_multiscale_with_the_scales_that_fit(subject_slices):
+    x = brain_batch(subject_slices)[:2]
+    y = brain_batch(subject_slices)[1:4]
+    scales = ms_ssim_scales(64)
+    assert scales == 3  # 64, 32, 16: a fourth scale (8 pixels) is smaller than the 11-pixel window
+    weights = np.array(MS_SSIM_POWER_FACTORS[:scales]) / sum(MS_SSIM_POWER_FACTORS[:scales])
+    expected = [[tf.image.ssim_multiscale(x[i:i + 1], y[j:j + 1], 1.0, power_factors=weights)[0] for j in range(3)]
+                for i in range(2)]
+    np.testing.assert_allclose(pairwise_ms_ssim(x, y), expected, atol=2e-5)
+
+
+def test_ms_ssim_scales_follow_the_image_side():
+    assert [ms_ssim_scales(side) for side in (11, 21, 22, 64, 128, 256, 512, 100)] == [1, 1, 2, 3, 4, 5, 5, 3]
+
+
+def test_generation_metrics_see_copies_collapse_and_variety(subject_slices):
+    slices = tf.convert_to_tensor(subject_slices[..., None] / 255.0, tf.float32)  # (8, 64, 64, 1)
+    train, test = slices[:6], slices[6:]
+    copies = generation_metrics(train[:4], test, train)
+    assert copies["nearest_train_ssim"] > 0.999  # memorised training slices are recognised as such
+    assert copies["real_nearest_train_ssim"] < 0.999
+    collapsed = generation_metrics(tf.repeat(test[:1], 4, axis=0), test, train)
+    assert collapsed["diversity_ms_ssim"] > 0.999  # four identical slices: no diversity at all
+    assert collapsed["generated_test_ssim"] > 0.999 and collapsed["test_matched_above_0_6"] >= 0.5
+    noise = tf.random.stateless_uniform((4, 64, 64, 1), seed=(0, 1))
+    unlike = generation_metrics(noise, test, train)
+    assert unlike["generated_test_ssim"] < 0.1 and unlike["test_matched_above_0_6"] == 0.0
+    assert unlike["diversity_ms_ssim"] < collapsed["diversity_ms_ssim"]

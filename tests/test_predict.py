@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_slices
+from keras_vqvae import predict, train
+from keras_vqvae.config import TrainConfig
+from test_train import TINY
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny finished run: VQ-VAE and a prior conditioned on the slice position."""
+    folder = tmp_path_factory.mktemp("predict") / "run"
+    assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder)]) == 0
+    return folder
+
+
+def test_samples_are_written_as_pngs_with_their_codes_and_a_grid(run, tmp_path):
+    out = tmp_path / "samples"
+    assert predict.main([str(run), "--num-samples", "3", "--condition", "5", "--out", str(out), "--quiet"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["codes.npy", "grid.png", "sample_000.png", "sample_001.png", "sample_002.png"]
+    image = Image.open(out / "sample_000.png")
+    assert image.mode == "L" and image.size == (32, 32)
+    codes = np.load(out / "codes.npy")
+    assert codes.shape == (3, 8, 8) and codes.min() >= 0 and codes.max() < 16
+
+
+def test_every_sampler_gives_the_same_slices_for_the_same_seed(run, tmp_path):
+    images = {}
+    for sampler in ("reference", "cached"):
+        out = tmp_path / sampler
+        assert predict.main([str(run), "--num-samples", "2", "--seed", "4", "--sampler", sampler, "--condition", "1",
+                             "--out", str(out), "--quiet"]) == 0
+        images[sampler] = [np.asarray(Image.open(out / f"sample_{i:03d}.png")) for i in range(2)]
+    np.testing.assert_array_equal(images["reference"], images["cached"])
+
+
+def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_slices):
+    folder = write_slices(tmp_path / "mine", subject_slices[:3], case_ids=[7])
+    out = tmp_path / "reconstructions"
+    assert predict.main([str(run), "--reconstruct", str(folder), "--out", str(out), "--quiet"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["case_007_slice_0.nii.png", "case_007_slice_1.nii.png", "case_007_slice_2.nii.png",
+                     "comparison.png", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 3 and -1 <= metrics["ssim"] <= 1 and metrics["psnr"] > 0
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--num-samples", "0"], "error: the number of samples must be a positive whole number, got 0"),
+    (["--condition", "32"], "error: condition 32 is out of range: this prior knows conditions 0 to 31"),
+    (["--temperature", "-1"], "error: the temperature must be positive, got -1.0"),
+    (["--batch-size", "0"], "error: --batch-size 0 is out of range"),
+])
+def test_bad_sampling_requests_give_one_line_and_status_2(run, capsys, arguments, message):
+    assert predict.main([str(run), *arguments, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_a_run_folder_without_a_trained_vqvae_is_named(tmp_path, capsys):
+    TrainConfig(run_dir=str(tmp_path / "run")).save()
+    assert predict.main([str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'run'} holds no trained VQ-VAE (vqvae.keras)")
+
+
+def test_a_folder_that_is_not_a_run_is_named(tmp_path, capsys):
+    assert predict.main([str(tmp_path)]) == 2
+    assert "is not a run folder made by keras_vqvae.train" in capsys.readouterr().err
+
+
+def test_reconstructing_a_missing_folder_is_named(run, tmp_path, capsys):
+    assert predict.main([str(run), "--reconstruct", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: data folder {tmp_path / 'nowhere'} does not exist")
