@@ -28,7 +28,8 @@ class TrainConfig:
     13 minutes on 2 CPU cores (test SSIM 0.972, brain SSIM 0.927: see the README's results)."""
 
     data: str | None = _option(None, "folder of slices: the one holding keras_png_slices_train|validate|test, one "
-                                     "split folder, or any folder of PNG/JPEG slices (default: embedded synthetic data)")
+                                     "split folder, or any folder of PNG/JPEG slices (default: embedded synthetic "
+                                     "data)")
     run_dir: str = _option("runs/vqvae", "run folder for configuration, checkpoints, metrics, logs and plots; running "
                                          "the same command again resumes the run in it")
     image_size: int = _option(128, "side of the square images the model sees, in pixels (slices are resized to it)")
@@ -47,11 +48,11 @@ class TrainConfig:
     seed: int = _option(0, "seed for data splitting, shuffling, synthetic subjects and weights")
     synthetic_subjects: tuple[int, int, int] = _option(
         (48, 8, 8), "with the embedded data: virtual subjects in train,validate,test", parse=_subject_counts)
-    prior_epochs: int = _option(20, "training epochs of the PixelCNN prior", resumable=True)
+    prior_epochs: int = _option(12, "training epochs of the PixelCNN prior", resumable=True)
     prior_batch_size: int = _option(16, "code maps per training step of the prior")
     prior_learning_rate: float = _option(1e-3, "peak Adam learning rate of the prior, decayed along a cosine to 2% "
                                                "of it")
-    prior_filters: int = _option(64, "channels of the PixelCNN's gated stacks")
+    prior_filters: int = _option(32, "channels of the PixelCNN's gated stacks")
     prior_layers: int = _option(12, "gated layers of the PixelCNN")
     prior_kernel_size: int = _option(5, "kernel width of the PixelCNN's stacks (odd)")
     condition: str = _option("none", "what the prior is conditioned on: nothing, or the slice position read from "

@@ -325,7 +325,8 @@ def _plot_prior(history, generated: np.ndarray, test_metrics: dict, generation: 
     plots.plot_history(history, folder / "prior_loss.png")
     title = (f"generated (temperature {generation['temperature']:g}): test NLL {test_metrics['nll']:.2f} bits/code, "
              f"best-match SSIM to test {generation['generated_test_ssim']:.2f}, "
-             f"MS-SSIM diversity {generation['diversity_ms_ssim']:.2f} (real {generation['real_diversity_ms_ssim']:.2f})")
+             f"MS-SSIM diversity {generation['diversity_ms_ssim']:.2f} "
+             f"(real {generation['real_diversity_ms_ssim']:.2f})")
     plots.plot_grid(generated[..., 0], folder / "samples.png", columns=8, title=title)
 
 

@@ -53,7 +53,8 @@ def test_codebook_loss_trains_the_codebook_and_commitment_trains_the_inputs():
         layer(inputs)
         loss = tf.add_n(layer.losses)
     # d/d e_k of mean((z - e)^2) over the 4 numbers, and beta times the mirror image for the inputs.
-    np.testing.assert_allclose(tf.convert_to_tensor(tape.gradient(loss, layer.codebook)), [[-0.05, -0.1], [0.05, -0.1]], atol=1e-6)
+    gradient = tf.convert_to_tensor(tape.gradient(loss, layer.codebook))
+    np.testing.assert_allclose(gradient, [[-0.05, -0.1], [0.05, -0.1]], atol=1e-6)
     np.testing.assert_allclose(tape.gradient(loss, inputs), 0.25 * np.array([[0.05, 0.1], [-0.05, 0.1]]), atol=1e-6)
 
 

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("folder", help="the folder that holds keras_png_slices_train, _validate, _test")
     sample = commands.add_parser("make-sample", help="write the embedded synthetic data in the OASIS layout")
     sample.add_argument("folder", help="a new or empty folder to write into")
-    sample.add_argument("--subjects", type=cli.argument_type(SubjectSplit.parse), default=SubjectSplit(), metavar="TRAIN,VALIDATE,TEST",
+    sample.add_argument("--subjects", type=cli.argument_type(SubjectSplit.parse), default=SubjectSplit(),
+                        metavar="TRAIN,VALIDATE,TEST",
                         help="virtual subjects per split (default: 48,8,8)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the virtual subjects (default: 0)")
     arguments = parser.parse_args(argv)
