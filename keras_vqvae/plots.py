@@ -59,8 +59,9 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
 def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> None:
     """Images (n, H, W) in [0, 255] or [0, 1] as a grid, grayscale, no interpolation."""
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + (0.4 if title else 0)),
-                                squeeze=False)
+    title_height = 0.4 if title else 0.0  # inches kept free above the grid for the title
+    height = 1.6 * rows + title_height
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, height), squeeze=False)
     vmax = 255 if images.dtype == np.uint8 else 1.0
     for axis in axes.flat:
         axis.axis("off")
@@ -68,6 +69,6 @@ def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> 
         axis.imshow(image, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
     if title:
         figure.suptitle(title, fontsize=10)
-    figure.tight_layout(pad=0.3)
+    figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - title_height / height))
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -126,10 +126,15 @@ class GatedBlock(keras.layers.Layer):
 class GatedPixelCNN(keras.Model):
     """Autoregressive prior over code-index maps: a gated PixelCNN without blind spot (van den Oord et al. 2016).
 
-    codes (batch, h, w) -> embedding (batch, h, w, F) -> `layers` GatedBlocks (the first sees the embedding shifted
+    codes (batch, h, w) -> embedding of each code plus a learned embedding of its position (batch, h, w, F) ->
+    `layers` GatedBlocks (the first sees the embedding shifted
     down one row in its vertical stack and right one column in its horizontal stack, so that no position sees its
     own code) -> the last horizontal stack plus the sum of all skip outputs -> relu, 1x1 conv, relu, 1x1 conv ->
     logits (batch, h, w, K).
+
+    The position embedding tells each output how far down the map it is (the codes before it carry their positions);
+    without it, a layer far below the top sees only background above and the top's padding is out of its reach, so it
+    cannot tell the empty rows under a slice from those above one and now and then starts a new brain at the bottom.
 
     Training minimises the cross-entropy of each code given the codes before it in raster order; tracked metrics are
     `loss` (nats per code), `nll` (bits per code: loss / ln 2) and `accuracy` (of the most likely code).
@@ -160,6 +165,8 @@ class GatedPixelCNN(keras.Model):
         self.filters, self.num_layers, self.kernel_size = filters, layers, kernel_size
         self.num_classes = num_classes
         self.code_embedding = keras.layers.Embedding(num_embeddings, filters, name="code_embedding")
+        self.position_embedding = keras.layers.Embedding(math.prod(self.grid_shape), filters,
+                                                         name="position_embedding")
         self.blocks = [GatedBlock(filters, kernel_size, num_classes, name=f"gated_block_{i}") for i in range(layers)]
         self.output_hidden = keras.layers.Conv2D(filters, 1, name="output_hidden")
         self.output_logits = keras.layers.Conv2D(num_embeddings, 1, name="output_logits")
@@ -179,7 +186,12 @@ class GatedPixelCNN(keras.Model):
 
     def call(self, codes, labels=None, training=None):
         """Logits (batch, h, w, K) of each code given the codes before it; codes (batch, h, w) int."""
-        return self.logits_from_embeddings(self.code_embedding(codes), labels)
+        positions = tf.reshape(tf.range(math.prod(self.grid_shape)), self.grid_shape)  # raster index (h, w)
+        return self.logits_from_embeddings(self.embed(codes, positions), labels)
+
+    def embed(self, codes, positions):
+        """Code embedding plus position embedding, (..., F), of codes (...) at raster positions (...) (broadcast)."""
+        return self.code_embedding(codes) + self.position_embedding(positions)
 
     def logits_from_embeddings(self, embedded, labels=None):
         """Logits (batch, h, w, K) from embedded codes (batch, h, w, F): the network after its embedding layer."""

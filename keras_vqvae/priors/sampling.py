@@ -177,8 +177,7 @@ class CachedSampler(Sampler):
         f, n = prior.filters, prior.blocks[0].reach
         dtype = prior.code_embedding.compute_dtype
 
-        def embed(codes):  # (...) int -> (..., F)
-            return prior.code_embedding(codes)
+        row_positions = tf.range(w)  # raster positions of a row's columns, less row * w
 
         def row_step(row, codes, above, row_caches):
             """above: (batch, 1, w, F) embedded codes of the row above; row_caches: per block (batch, n+1, w+2n, F)."""
@@ -203,13 +202,14 @@ class CachedSampler(Sampler):
                 logits = prior.output_head(horizontal + tf.add_n(skips))[:, 0, 0]  # (batch, K)
                 position = row * w + column
                 drawn = draw_codes(logits, temperature, _position_seed(batch_seed, position))  # (batch,)
-                return column + 1, _set_codes(codes, position, drawn), embed(drawn)[:, None, None], new_position_caches
+                embedded = prior.embed(drawn, position)[:, None, None]  # (batch, 1, 1, F)
+                return column + 1, _set_codes(codes, position, drawn), embedded, new_position_caches
 
             empty_positions = [tf.zeros((size, 1, n + 1, f), dtype) for _ in prior.blocks]
             _, codes, _, _ = tf.while_loop(
                 lambda column, *_: column < w, column_step,
                 (tf.constant(0), codes, tf.zeros((size, 1, 1, f), dtype), empty_positions))
-            return row + 1, codes, embed(codes[:, row])[:, None], new_caches
+            return row + 1, codes, prior.embed(codes[:, row], row * w + row_positions)[:, None], new_caches
 
         empty_rows = [tf.zeros((size, n + 1, w + 2 * n, f), dtype) for _ in prior.blocks]
         _, codes, _, _ = tf.while_loop(
