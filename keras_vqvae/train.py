@@ -140,12 +140,14 @@ def _fit_resumably(build, folder: Path, epochs: int, train_data, validate_data, 
     """
     tag = tag or {}
     state = _load_state(folder)
-    if state is not None and any(state.get(key) != value for key, value in tag.items()):
+    changed = {key: state.get(key) for key, value in tag.items() if state is not None and state.get(key) != value}
+    if changed:
         stale = folder.with_name(folder.name + "_stale")
         shutil.rmtree(stale, ignore_errors=True)
         folder.rename(stale)
-        print(f"{folder} was trained from an earlier state of this run ({state.get('vqvae_epochs')} VQ-VAE epochs), "
-              f"so it starts afresh; the old checkpoints are in {stale}")
+        then = ", ".join(f"{key} {value} (now {tag[key]})" for key, value in changed.items())
+        print(f"{folder} was trained from an earlier state of this run ({then}), so it starts afresh; the old "
+              f"checkpoints are in {stale}")
         state = None
     if state is None:
         model, history, first_epoch = build(), [], 0
