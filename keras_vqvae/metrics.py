@@ -235,17 +235,26 @@ def generation_metrics(generated, test, train, seed: int = 0) -> dict[str, float
     SSIM is whole-image SSIM (tf.image.ssim, max_val 1), as those projects used.
     """
     generated, test, train = (np.asarray(images, np.float32) for images in (generated, test, train))
-    count = min(len(generated), len(test))
-    real = test[np.sort(np.random.default_rng(seed).choice(len(test), count, replace=False))]
+    real = real_sample(test, len(generated), seed)
     to_test = pairwise_ssim(generated, test)  # (generated, test)
-    off_diagonal = ~np.eye(len(generated), dtype=bool)
-    real_off_diagonal = ~np.eye(count, dtype=bool)
     return {
         "generated_test_ssim": float(to_test.max(axis=1).mean()),
         "test_matched_above_0_6": float((to_test.max(axis=0) > SSIM_MATCH_THRESHOLD).mean()),
         "nearest_train_ssim": float(pairwise_ssim(generated, train).max(axis=1).mean()),
         "real_nearest_train_ssim": float(pairwise_ssim(real, train).max(axis=1).mean()),
-        "diversity_ms_ssim": float(pairwise_ms_ssim(generated, generated)[off_diagonal].mean()),
-        "real_diversity_ms_ssim": float(pairwise_ms_ssim(real, real)[real_off_diagonal].mean()),
+        "diversity_ms_ssim": diversity_ms_ssim(generated),
+        "real_diversity_ms_ssim": diversity_ms_ssim(real),
         "generated": len(generated),
     }
+
+
+def real_sample(images, count: int, seed: int = 0) -> np.ndarray:
+    """`count` of `images` (all of them if fewer), drawn without replacement with `seed`, in their order."""
+    count = min(count, len(images))
+    return np.asarray(images)[np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))]
+
+
+def diversity_ms_ssim(images) -> float:
+    """Mean MS-SSIM over all pairs of distinct images (n >= 2, (n, H, W, 1) in [0, 1]): 1 when all are the same."""
+    similarity = pairwise_ms_ssim(images, images)  # (n, n)
+    return float(similarity[~np.eye(len(similarity), dtype=bool)].mean())
