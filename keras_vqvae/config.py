@@ -49,16 +49,27 @@ class TrainConfig:
     seed: int = _option(0, "seed for data splitting, shuffling, synthetic subjects and weights")
     synthetic_subjects: tuple[int, int, int] = _option(
         (48, 8, 8), "with the embedded data: virtual subjects in train,validate,test", parse=_subject_counts)
-    prior_epochs: int = _option(12, "training epochs of the PixelCNN prior", resumable=True)
-    prior_batch_size: int = _option(16, "code maps per training step of the prior")
-    prior_learning_rate: float = _option(1e-3, "peak Adam learning rate of the prior, decayed along a cosine to 2% "
-                                               "of it")
-    prior_filters: int = _option(32, "channels of the PixelCNN's gated stacks")
-    prior_layers: int = _option(12, "gated layers of the PixelCNN")
-    prior_kernel_size: int = _option(5, "kernel width of the PixelCNN's stacks (odd)")
-    condition: str = _option("none", "what the prior is conditioned on: nothing, or the slice position read from "
+    pixelcnn_epochs: int = _option(12, "training epochs of the PixelCNN prior", resumable=True)
+    pixelcnn_batch_size: int = _option(16, "code maps per training step of the PixelCNN", prior="pixelcnn")
+    pixelcnn_learning_rate: float = _option(1e-3, "peak Adam learning rate of the PixelCNN, decayed along a cosine "
+                                                  "to 2% of it", prior="pixelcnn")
+    pixelcnn_filters: int = _option(32, "channels of the PixelCNN's gated stacks", prior="pixelcnn")
+    pixelcnn_layers: int = _option(12, "gated layers of the PixelCNN", prior="pixelcnn")
+    pixelcnn_kernel_size: int = _option(5, "kernel width of the PixelCNN's stacks (odd)", prior="pixelcnn")
+    condition: str = _option("none", "what the PixelCNN is conditioned on: nothing, or the slice position read from "
                                      "file names (then samples can be asked for a slice position)",
-                             choices=("none", "slice"))
+                             choices=("none", "slice"), prior="pixelcnn")
+    dcgan_epochs: int = _option(30, "training epochs of the DCGAN prior", resumable=True)
+    dcgan_batch_size: int = _option(32, "code maps per training step of the DCGAN (at least 2, for batch "
+                                                   "normalisation)", prior="dcgan")
+    dcgan_learning_rate: float = _option(2e-4, "Adam learning rate of both DCGAN networks (beta_1 0.5)",
+                                         prior="dcgan")
+    dcgan_noise_dim: int = _option(128, "length of the DCGAN generator's noise vector", prior="dcgan")
+    dcgan_filters: int = _option(64, "channels of the generator's last and the discriminator's first convolution",
+                                 prior="dcgan")
+    dcgan_snapping: str = _option("nearest", "how generated latent maps become codes: nearest codebook vector of a "
+                                             "D-channel map, or even bins of a one-channel map (earlier projects)",
+                                  choices=("nearest", "binned"), prior="dcgan")
     num_generated: int = _option(64, "slices generated for the samples grid and the generation metrics",
                                  resumable=True)
     temperature: float = _option(1.0, "sampling temperature of those slices", resumable=True)
@@ -70,10 +81,13 @@ class TrainConfig:
             "embedding_dim": self.embedding_dim >= 1, "channels": self.channels >= 8,
             "residual_blocks": self.residual_blocks >= 0, "beta": self.beta >= 0,
             "dead_code_steps": self.dead_code_steps >= 0, "synthetic_subjects": min(self.synthetic_subjects) >= 1,
-            "prior_epochs": self.prior_epochs >= 1, "prior_batch_size": self.prior_batch_size >= 1,
-            "prior_learning_rate": self.prior_learning_rate > 0, "prior_filters": self.prior_filters >= 1,
-            "prior_layers": self.prior_layers >= 1,
-            "prior_kernel_size": self.prior_kernel_size >= 3 and self.prior_kernel_size % 2 == 1,
+            "pixelcnn_epochs": self.pixelcnn_epochs >= 1, "pixelcnn_batch_size": self.pixelcnn_batch_size >= 1,
+            "pixelcnn_learning_rate": self.pixelcnn_learning_rate > 0, "pixelcnn_filters": self.pixelcnn_filters >= 1,
+            "pixelcnn_layers": self.pixelcnn_layers >= 1,
+            "pixelcnn_kernel_size": self.pixelcnn_kernel_size >= 3 and self.pixelcnn_kernel_size % 2 == 1,
+            "dcgan_epochs": self.dcgan_epochs >= 1, "dcgan_batch_size": self.dcgan_batch_size >= 2,
+            "dcgan_learning_rate": self.dcgan_learning_rate > 0, "dcgan_noise_dim": self.dcgan_noise_dim >= 1,
+            "dcgan_filters": self.dcgan_filters >= 1,
             "num_generated": self.num_generated >= 2, "temperature": self.temperature > 0,
             "downsampling": self.downsampling >= 2 and 2 ** round(math.log2(self.downsampling)) == self.downsampling,
         }
@@ -107,9 +121,16 @@ class TrainConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
         return cls(**values)
 
+    def prior_settings(self, prior: str) -> dict:
+        """The settings that make `prior` ('pixelcnn' or 'dcgan') what it is: changing one retrains that prior."""
+        fields = [f.name for f in dataclasses.fields(self) if f.metadata.get("prior") == prior]
+        return {name: _show(getattr(self, name)) for name in fields}
+
     def check_resumable_from(self, saved: TrainConfig) -> None:
-        """Raises InputError when this run's settings differ from the saved run's in more than resumable fields."""
-        fixed = [f.name for f in dataclasses.fields(self) if not f.metadata.get("resumable") and f.name != "run_dir"]
+        """Raises InputError when this run's settings differ from the saved run's in more than the resumable fields
+        and the priors' settings (a prior whose settings change is trained again, the VQ-VAE is kept)."""
+        fixed = [f.name for f in dataclasses.fields(self)
+                 if not (f.metadata.get("resumable") or f.metadata.get("prior")) and f.name != "run_dir"]
         changed = [name for name in fixed if getattr(self, name) != getattr(saved, name)]
         if changed:
             shown = ", ".join(f"--{_flag(n)} {_show(getattr(saved, n))} (now {_show(getattr(self, n))})"

@@ -1,5 +1,5 @@
-"""`python -m keras_vqvae.train`: train a VQ-VAE, then a PixelCNN prior over its codes, into a run folder; running the
-same command again resumes it.
+"""`python -m keras_vqvae.train`: train a VQ-VAE, then a prior over its codes (a gated PixelCNN or a DCGAN), into a
+run folder; running the same command again resumes it.
 
 The run folder holds:
 
@@ -8,12 +8,12 @@ The run folder holds:
     checkpoints/state.json             which checkpoint is current, the epoch count and the per-epoch history
     history.csv                        per-epoch training and validation metrics of the VQ-VAE
     vqvae.keras                        the trained VQ-VAE
-    codes.npz                          its code maps of every split (the prior's data)
-    prior_checkpoints/, prior_history.csv, prior.keras
-                                       the same for the gated PixelCNN prior
-    logs/                              TensorBoard logs (vqvae/, prior/)
-    metrics.json                       test metrics of both stages, generation metrics, training throughput
-    plots/                             loss curves; originals beside reconstructions; generated samples
+    codes.npz                          its code maps of every split (the priors' data)
+    PRIOR_checkpoints/, PRIOR_history.csv, PRIOR.keras
+                                       the same for each prior trained, PRIOR being pixelcnn or dcgan
+    logs/                              TensorBoard logs (vqvae/, pixelcnn/, dcgan/)
+    metrics.json                       test metrics of each stage, generation metrics, training throughput
+    plots/                             loss curves; originals beside reconstructions; PRIOR_samples.png
 
 A run killed at any moment (even with SIGKILL) loses at most the epoch in progress: each checkpoint is written to a
 new file first, and `state.json`, replaced atomically, is what makes it current.
@@ -39,17 +39,17 @@ from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_
 from keras_vqvae.errors import InputError
 from keras_vqvae.metrics import generation_metrics
 from keras_vqvae.networks import Decoder, Encoder
-from keras_vqvae.generation import generate
-from keras_vqvae.priors import GatedPixelCNN
+from keras_vqvae.generation import DiversityMonitor, collapse_warning, generate
+from keras_vqvae.priors import GatedPixelCNN, LatentDCGAN
 from keras_vqvae.quantizer import VectorQuantizer
 from keras_vqvae.vqvae import VQVAE
 
 STATE_FILE = "state.json"
 MODEL_FILE = "vqvae.keras"
-PRIOR_FILE = "prior.keras"
 CODES_FILE = "codes.npz"
 METRICS_FILE = "metrics.json"
 STAGES = ("vqvae", "prior", "all")
+PRIORS = ("pixelcnn", "dcgan")
 FINAL_LEARNING_RATE_FRACTION = 0.02
 ENCODING_BATCH_SIZE = 64
 
@@ -73,13 +73,27 @@ def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int)
     return model
 
 
-def build_prior(config: TrainConfig, grid_shape: tuple[int, int], num_classes: int,
-                steps_per_epoch: int) -> GatedPixelCNN:
+def build_pixelcnn(config: TrainConfig, grid_shape: tuple[int, int], num_classes: int,
+                   steps_per_epoch: int) -> GatedPixelCNN:
     """The gated PixelCNN prior over code maps of `grid_shape`, and its optimizer, as `config` describes them."""
-    prior = GatedPixelCNN(config.num_embeddings, grid_shape, config.prior_filters, config.prior_layers,
-                          config.prior_kernel_size, num_classes)
-    prior.compile(optimizer=_adam(config.prior_learning_rate, config.prior_epochs, steps_per_epoch))
+    prior = GatedPixelCNN(config.num_embeddings, grid_shape, config.pixelcnn_filters, config.pixelcnn_layers,
+                          config.pixelcnn_kernel_size, num_classes)
+    prior.compile(optimizer=_adam(config.pixelcnn_learning_rate, config.pixelcnn_epochs, steps_per_epoch))
     return prior
+
+
+def build_dcgan(config: TrainConfig, quantizer: VectorQuantizer, grid_shape: tuple[int, int]) -> LatentDCGAN:
+    """The DCGAN prior over latent maps of `grid_shape` and its two optimizers (Adam with beta_1 0.5 and a constant
+    learning rate, as in the DCGAN paper), as `config` describes them."""
+    prior = LatentDCGAN(quantizer, grid_shape, config.dcgan_noise_dim, config.dcgan_filters, config.dcgan_snapping,
+                        seed=config.seed)
+    prior.compile(*(keras.optimizers.Adam(config.dcgan_learning_rate, beta_1=0.5) for _ in range(2)))
+    return prior
+
+
+def prior_file(prior: str) -> str:
+    """The trained prior's file in a run folder: pixelcnn.keras or dcgan.keras."""
+    return f"{prior}.keras"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -132,11 +146,12 @@ def _load_state(folder: Path) -> dict | None:
 
 
 def _fit_resumably(build, folder: Path, epochs: int, train_data, validate_data, logs: Path, verbose,
-                   tag: dict | None = None) -> tuple[keras.Model, list[dict[str, float]]]:
+                   tag: dict | None = None, callbacks: list | None = None) -> tuple[keras.Model, list[dict]]:
     """Trains the model `build()` makes, or resumes the one checkpointed in `folder`, up to `epochs` epochs.
 
-    A checkpoint whose `tag` differs (it was trained from something that has changed since) is set aside and
-    training starts afresh. Returns the model and its per-epoch history.
+    A checkpoint whose `tag` differs (it was trained from, or with, something that has changed since) is set aside
+    and training starts afresh. `callbacks` run before the checkpoint, so what they add to the logs is kept in the
+    history. Returns the model and its per-epoch history.
     """
     tag = tag or {}
     state = _load_state(folder)
@@ -146,8 +161,8 @@ def _fit_resumably(build, folder: Path, epochs: int, train_data, validate_data, 
         shutil.rmtree(stale, ignore_errors=True)
         folder.rename(stale)
         then = ", ".join(f"{key} {value} (now {tag[key]})" for key, value in changed.items())
-        print(f"{folder} was trained from an earlier state of this run ({then}), so it starts afresh; the old "
-              f"checkpoints are in {stale}")
+        print(f"{folder} was trained from or with something that has changed since ({then}), so it starts afresh; "
+              f"the old checkpoints are in {stale}")
         state = None
     if state is None:
         model, history, first_epoch = build(), [], 0
@@ -156,7 +171,7 @@ def _fit_resumably(build, folder: Path, epochs: int, train_data, validate_data, 
         history, first_epoch = state["history"], state["epoch"]
         print(f"resuming {folder} after epoch {first_epoch} of {epochs}")
     if first_epoch < epochs:
-        callbacks = [EpochCheckpoint(folder, history, tag), keras.callbacks.TensorBoard(str(logs))]
+        callbacks = [*(callbacks or []), EpochCheckpoint(folder, history, tag), keras.callbacks.TensorBoard(str(logs))]
         model.fit(train_data, validation_data=validate_data, epochs=epochs, initial_epoch=first_epoch,
                   callbacks=callbacks, shuffle=False, verbose=verbose)  # the pipelines shuffle
     return model, history
@@ -177,11 +192,14 @@ def _timing(history: list[dict[str, float]], examples_per_epoch: int, unit: str)
             f"train_{unit}_per_second": round(len(history) * examples_per_epoch / train_seconds, 1)}
 
 
-def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") -> dict:
+def train(config: TrainConfig, stage: str = "all", prior: str = "pixelcnn", verbose: int | str = "auto") -> dict:
     """Trains (or resumes) the stages of the run `config` describes: 'vqvae', 'prior' (needs a trained VQ-VAE in
-    the run folder) or 'all'. Returns the metrics also written to metrics.json."""
+    the run folder) or 'all', with `prior` 'pixelcnn' or 'dcgan'. Returns the metrics also written to metrics.json:
+    a section per stage ('vqvae', 'pixelcnn', 'dcgan'); a prior's holds its generation metrics."""
     if stage not in STAGES:
         raise InputError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+    if prior not in PRIORS:
+        raise InputError(f"unknown prior {prior!r}: choose one of {', '.join(PRIORS)}")
     run = config.run_path
     if (run / CONFIG_FILE).exists():
         config.check_resumable_from(TrainConfig.load(run))
@@ -191,7 +209,7 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
         raise InputError(f"{run} holds no trained VQ-VAE ({MODEL_FILE}): train it first with --stage vqvae "
                          f"(or --stage all, the default)")
     config.save()
-    for folder in ("checkpoints", "prior_checkpoints"):
+    for folder in ("checkpoints", *(f"{name}_checkpoints" for name in PRIORS)):
         _load_state(run / folder)  # before the data, so that a broken run folder is reported at once
 
     slices = load_slices(config.data, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
@@ -212,7 +230,7 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
         vqvae, results["vqvae"] = _train_vqvae(config, slices, images, verbose)
         _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
     if stage != "vqvae":
-        results["prior"], results["generation"] = _train_prior(config, slices, images, vqvae, verbose)
+        results[prior] = _train_prior(config, prior, slices, images, vqvae, verbose)
         _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
     return results
 
@@ -282,54 +300,72 @@ def _code_maps(config: TrainConfig, slices, vqvae: VQVAE, vqvae_epochs: int, ver
     return codes
 
 
-def _train_prior(config: TrainConfig, slices, images: dict, vqvae: VQVAE, verbose) -> tuple[dict, dict]:
+def _train_prior(config: TrainConfig, name: str, slices, images: dict, vqvae: VQVAE, verbose) -> dict:
+    """Trains (or resumes) the prior `name` on the VQ-VAE's code maps, then generates and scores new slices."""
     run = config.run_path
     vqvae_epochs = _load_state(run / "checkpoints")["epoch"] if (run / "checkpoints").exists() else 0
     codes = _code_maps(config, slices, vqvae, vqvae_epochs, verbose)
-    conditional = config.condition == "slice"
-    labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
-    num_classes = int(max(max(s.slice_numbers) for s in slices.splits())) + 1 if conditional else 0
+    grid_shape = codes["train"].shape[1:]
+    test_images = np.concatenate([batch.numpy() for batch in images["test"]]) + 0.5
+    train_images = np.concatenate([batch.numpy() for batch in images["train"]]) + 0.5
+    if name == "pixelcnn":
+        conditional = config.condition == "slice"
+        labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
+        num_classes = int(max(max(s.slice_numbers) for s in slices.splits())) + 1 if conditional else 0
+        batch_size, epochs, callbacks = config.pixelcnn_batch_size, config.pixelcnn_epochs, []
+        steps_per_epoch = math.ceil(len(codes["train"]) / batch_size)
+
+        def build():
+            return build_pixelcnn(config, grid_shape, num_classes, steps_per_epoch)
+    else:
+        labels = dict.fromkeys(codes)
+        batch_size, epochs = min(config.dcgan_batch_size, len(codes["train"])), config.dcgan_epochs
+        callbacks = [DiversityMonitor(vqvae, real_images=test_images, seed=config.seed)]
+
+        def build():
+            return build_dcgan(config, vqvae.quantizer, grid_shape)
 
     def dataset(split, training=False):
-        return make_code_dataset(codes[split], config.prior_batch_size, labels=labels[split], training=training,
-                                 seed=config.seed)
+        return make_code_dataset(codes[split], batch_size, labels=labels[split], training=training, seed=config.seed,
+                                 drop_remainder=training and name == "dcgan")  # no tiny last batch for batch norm
 
-    steps_per_epoch = math.ceil(len(codes["train"]) / config.prior_batch_size)
-
-    def build():
+    def seeded_build():
         keras.utils.set_random_seed(config.seed)
-        return build_prior(config, codes["train"].shape[1:], num_classes, steps_per_epoch)
+        return build()
 
-    prior, history = _fit_resumably(build, run / "prior_checkpoints", config.prior_epochs, dataset("train", True),
-                                    dataset("validate"), run / "logs" / "prior", verbose,
-                                    tag={"vqvae_epochs": vqvae_epochs})
-    prior.save(run / PRIOR_FILE)
-    _write_history_csv(history, run / "prior_history.csv")
+    model, history = _fit_resumably(seeded_build, run / f"{name}_checkpoints", epochs, dataset("train", True),
+                                    dataset("validate"), run / "logs" / name, verbose, callbacks=callbacks,
+                                    tag={"vqvae_epochs": vqvae_epochs, **config.prior_settings(name)})
+    model.save(run / prior_file(name))
+    _write_history_csv(history, run / f"{name}_history.csv")
     results = {**_timing(history, len(codes["train"]), "maps"),
-               "validate": prior.evaluate(dataset("validate"), return_dict=True, verbose=0),
-               "test": prior.evaluate(dataset("test"), return_dict=True, verbose=0)}
+               "validate": model.evaluate(dataset("validate"), return_dict=True, verbose=0),
+               "test": model.evaluate(dataset("test"), return_dict=True, verbose=0)}
 
     started = time.perf_counter()
-    generated, _ = generate(vqvae, prior, config.num_generated, seed=config.seed, temperature=config.temperature,
+    generated, _ = generate(vqvae, model, config.num_generated, seed=config.seed, temperature=config.temperature,
                             verbose=_progress(verbose))
     sampling_seconds = time.perf_counter() - started
     print(f"comparing {len(generated)} generated slices with the test and training slices")
-    test_images = np.concatenate([batch.numpy() for batch in images["test"]]) + 0.5
-    train_images = np.concatenate([batch.numpy() for batch in images["train"]]) + 0.5
-    generation = {**generation_metrics(generated, test_images, train_images, seed=config.seed),
-                  "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
-    _plot_prior(history, generated, results["test"], generation, run / "plots")
-    return results, generation
+    results["generation"] = {**generation_metrics(generated, test_images, train_images, seed=config.seed),
+                             "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
+    warning = collapse_warning(results["generation"])
+    if warning:
+        print(f"warning: {warning}")
+    _plot_prior(name, history, generated, results, run / "plots")
+    return results
 
 
-def _plot_prior(history, generated: np.ndarray, test_metrics: dict, generation: dict, folder: Path) -> None:
+def _plot_prior(name: str, history, generated: np.ndarray, results: dict, folder: Path) -> None:
     folder.mkdir(exist_ok=True)
-    plots.plot_history(history, folder / "prior_loss.png")
-    title = (f"generated (temperature {generation['temperature']:g}): test NLL {test_metrics['nll']:.2f} bits/code, "
+    plots.plot_history(history, folder / f"{name}_loss.png")
+    generation = results["generation"]
+    fit = f"test NLL {results['test']['nll']:.2f} bits/code, " if name == "pixelcnn" else ""
+    title = (f"{name} (temperature {generation['temperature']:g}): {fit}"
              f"best-match SSIM to test {generation['generated_test_ssim']:.2f}, "
              f"MS-SSIM diversity {generation['diversity_ms_ssim']:.2f} "
              f"(real {generation['real_diversity_ms_ssim']:.2f})")
-    plots.plot_grid(generated[..., 0], folder / "samples.png", columns=8, title=title)
+    plots.plot_grid(generated[..., 0], folder / f"{name}_samples.png", columns=8, title=title)
 
 
 @cli.main_with_errors
@@ -338,21 +374,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=STAGES, default="all",
                         help="what to train: the VQ-VAE, the prior over its codes (needs a trained VQ-VAE in the run "
                              "folder), or both (default: all)")
+    parser.add_argument("--prior", choices=PRIORS, default="pixelcnn",
+                        help="which prior: the gated PixelCNN, or a DCGAN over latent maps; a run folder can hold "
+                             "one of each, trained on the same VQ-VAE (default: pixelcnn)")
     cli.add_config_arguments(parser, TrainConfig)
     arguments = parser.parse_args(argv)
     config = cli.config_from_arguments(TrainConfig, arguments)
-    results = train(config, arguments.stage, verbose=1 if sys.stdout.isatty() else 2)
+    results = train(config, arguments.stage, arguments.prior, verbose=1 if sys.stdout.isatty() else 2)
     if "vqvae" in results and arguments.stage != "prior":
         test = results["vqvae"]["test"]
         print(f"VQ-VAE test: ssim {test['ssim']:.4f}, brain_ssim {test['brain_ssim']:.4f}, psnr {test['psnr']:.2f} dB, "
               f"codebook_usage {test['codebook_usage']:.2f}, perplexity {test['perplexity']:.1f}")
     if arguments.stage != "vqvae":
-        test, generation = results["prior"]["test"], results["generation"]
-        print(f"prior test: nll {test['nll']:.3f} bits/code, accuracy {test['accuracy']:.3f}")
-        print("generation: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in generation.items()))
+        prior = results[arguments.prior]
+        print(f"{arguments.prior} test: " + _listed(prior["test"]))
+        print("generation: " + _listed(prior["generation"]))
     print(f"run folder {config.run_dir}")
     return 0
+
+
+def _listed(values: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ from test_train import TINY
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A tiny finished run: VQ-VAE and a prior conditioned on the slice position."""
+    """A tiny finished run: VQ-VAE, a PixelCNN conditioned on the slice position, and a DCGAN."""
     folder = tmp_path_factory.mktemp("predict") / "run"
     assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder)]) == 0
+    assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder), "--stage", "prior",
+                       "--prior", "dcgan"]) == 0
     return folder
 
 
@@ -39,6 +42,30 @@ def test_every_sampler_gives_the_same_slices_for_the_same_seed(run, tmp_path):
     np.testing.assert_array_equal(images["reference"], images["cached"])
 
 
+def test_the_dcgan_prior_samples_the_same_way_and_repeatably(run, tmp_path):
+    slices = []
+    for attempt in ("first", "second"):
+        out = tmp_path / attempt
+        assert predict.main([str(run), "--prior", "dcgan", "--num-samples", "3", "--seed", "2", "--out", str(out),
+                             "--quiet"]) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["codes.npy", "grid.png", "sample_000.png", "sample_001.png",
+                                                         "sample_002.png"]
+        slices.append(np.load(out / "codes.npy"))
+    np.testing.assert_array_equal(*slices)
+    assert slices[0].shape == (3, 8, 8) and slices[0].min() >= 0 and slices[0].max() < 16
+
+
+def test_a_prior_the_run_does_not_hold_is_named_with_the_one_it_holds(run, tmp_path, capsys):
+    only_pixelcnn = tmp_path / "run"
+    shutil.copytree(run, only_pixelcnn)
+    (only_pixelcnn / "dcgan.keras").unlink()
+    assert predict.main([str(only_pixelcnn), "--prior", "dcgan"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {only_pixelcnn} holds no trained dcgan prior (dcgan.keras): it holds pixelcnn: pass --prior "
+        f"pixelcnn, or train it with python -m keras_vqvae.train --run-dir {only_pixelcnn} --stage prior --prior "
+        f"dcgan\n")
+
+
 def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_slices):
     folder = write_slices(tmp_path / "mine", subject_slices[:3], case_ids=[7])
     out = tmp_path / "reconstructions"
@@ -55,6 +82,8 @@ def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_s
     (["--condition", "32"], "error: condition 32 is out of range: this prior knows conditions 0 to 31"),
     (["--temperature", "-1"], "error: the temperature must be positive, got -1.0"),
     (["--batch-size", "0"], "error: --batch-size 0 is out of range"),
+    (["--prior", "dcgan", "--sampler", "cached"], "error: --sampler chooses how the PixelCNN draws codes one by one"),
+    (["--prior", "dcgan", "--condition", "3"], "error: this prior was trained without a condition"),
 ])
 def test_bad_sampling_requests_give_one_line_and_status_2(run, capsys, arguments, message):
     assert predict.main([str(run), *arguments, "--quiet"]) == 2

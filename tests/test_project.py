@@ -29,7 +29,8 @@ def test_the_wheel_carries_the_template_its_notice_and_the_manifest(tmp_path):
         notice = wheel.read("keras_vqvae/data/resources/NOTICE").decode()
     for name in ("mni152_2009a_1mm.npz", "oasis_keras_png_slices_manifest.csv.gz"):
         assert f"keras_vqvae/data/resources/{name}" in names
-    assert {"keras_vqvae/priors/pixelcnn.py", "keras_vqvae/priors/sampling.py", "keras_vqvae/predict.py"} <= names
+    assert {"keras_vqvae/priors/pixelcnn.py", "keras_vqvae/priors/dcgan.py", "keras_vqvae/priors/sampling.py",
+            "keras_vqvae/predict.py"} <= names
     assert "Louis Collins" in notice and "McGill University" in notice
 
 

@@ -16,9 +16,12 @@ from keras_vqvae.config import TrainConfig
 
 TINY = ["--synthetic-subjects", "3,1,1", "--image-size", "32", "--channels", "8", "--residual-blocks", "1",
         "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3",
-        "--prior-filters", "8", "--prior-layers", "2", "--prior-kernel-size", "3", "--prior-epochs", "1",
+        "--pixelcnn-filters", "8", "--pixelcnn-layers", "2", "--pixelcnn-kernel-size", "3", "--pixelcnn-epochs", "1",
+        "--dcgan-filters", "4", "--dcgan-noise-dim", "8", "--dcgan-batch-size", "16", "--dcgan-epochs", "1",
         "--num-generated", "4"]
 REPO = Path(__file__).resolve().parents[1]
+GENERATION_METRICS = ("generated_test_ssim", "test_matched_above_0_6", "nearest_train_ssim", "real_nearest_train_ssim",
+                      "diversity_ms_ssim", "real_diversity_ms_ssim")
 
 
 def run_command(*arguments, **kwargs):
@@ -29,22 +32,22 @@ def run_command(*arguments, **kwargs):
 
 def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
-    assert train.main([*TINY, "--epochs", "2", "--prior-epochs", "2", "--run-dir", str(run)]) == 0
+    assert train.main([*TINY, "--epochs", "2", "--pixelcnn-epochs", "2", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "VQ-VAE test: ssim" in out and "prior test: nll" in out and "generation: generated_test_ssim" in out
+    assert "VQ-VAE test: ssim" in out and "generation: generated_test_ssim" in out
+    assert any(line.startswith("pixelcnn test: ") and "nll" in line for line in out.splitlines())
     for name in ("config.json", "vqvae.keras", "metrics.json", "history.csv", "plots/loss.png",
                  "plots/reconstructions.png", "checkpoints/state.json", "checkpoints/epoch_002.keras",
-                 "codes.npz", "prior.keras", "prior_history.csv", "prior_checkpoints/epoch_002.keras",
-                 "plots/prior_loss.png", "plots/samples.png"):
+                 "codes.npz", "pixelcnn.keras", "pixelcnn_history.csv", "pixelcnn_checkpoints/epoch_002.keras",
+                 "plots/pixelcnn_loss.png", "plots/pixelcnn_samples.png"):
         assert (run / name).is_file(), name
     assert list((run / "logs" / "vqvae").rglob("events.out.tfevents.*"))
-    assert list((run / "logs" / "prior").rglob("events.out.tfevents.*"))
+    assert list((run / "logs" / "pixelcnn").rglob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["vqvae"]["epochs"] == 2 and metrics["vqvae"]["train_images_per_second"] > 0
     assert set(metrics["vqvae"]["test"]) >= {"ssim", "brain_ssim", "psnr", "codebook_usage", "perplexity", "loss"}
-    assert metrics["prior"]["epochs"] == 2 and set(metrics["prior"]["test"]) == {"loss", "nll", "accuracy"}
-    assert set(metrics["generation"]) >= {"generated_test_ssim", "test_matched_above_0_6", "nearest_train_ssim",
-                                          "real_nearest_train_ssim", "diversity_ms_ssim", "real_diversity_ms_ssim"}
+    assert metrics["pixelcnn"]["epochs"] == 2 and set(metrics["pixelcnn"]["test"]) == {"loss", "nll", "accuracy"}
+    assert set(metrics["pixelcnn"]["generation"]) >= set(GENERATION_METRICS)
     assert "synthetic" in metrics["data"]
     with np.load(run / "codes.npz") as codes:
         assert codes["train"].shape == (96, 8, 8) and codes["test"].shape == (32, 8, 8)
@@ -86,28 +89,75 @@ def test_rerunning_a_finished_run_trains_no_more(tmp_path, capsys):
     run = tmp_path / "run"
     assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
     checkpoints = [(run / folder / "epoch_001.keras").stat().st_mtime_ns for folder in ("checkpoints",
-                                                                                        "prior_checkpoints")]
+                                                                                        "pixelcnn_checkpoints")]
     assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
     assert f"resuming {run / 'checkpoints'} after epoch 1" in out
-    assert f"resuming {run / 'prior_checkpoints'} after epoch 1" in out
+    assert f"resuming {run / 'pixelcnn_checkpoints'} after epoch 1" in out
     assert [(run / folder / "epoch_001.keras").stat().st_mtime_ns
-            for folder in ("checkpoints", "prior_checkpoints")] == checkpoints
+            for folder in ("checkpoints", "pixelcnn_checkpoints")] == checkpoints
 
 
 def test_the_prior_stage_continues_a_vqvae_run_and_restarts_when_the_vqvae_changed(tmp_path, capsys):
     run = tmp_path / "run"
     assert train.main([*TINY, "--stage", "vqvae", "--epochs", "1", "--run-dir", str(run)]) == 0
-    assert not (run / "prior.keras").exists()
+    assert not (run / "pixelcnn.keras").exists()
     assert train.main([*TINY, "--stage", "prior", "--epochs", "1", "--run-dir", str(run)]) == 0
-    assert (run / "prior.keras").exists()
+    assert (run / "pixelcnn.keras").exists()
     metrics = json.loads((run / "metrics.json").read_text())
-    assert {"vqvae", "prior", "generation"} <= set(metrics)  # the prior stage keeps the VQ-VAE's figures
+    assert {"vqvae", "pixelcnn"} <= set(metrics)  # the prior stage keeps the VQ-VAE's figures
     capsys.readouterr()
     assert train.main([*TINY, "--epochs", "2", "--run-dir", str(run)]) == 0  # one more VQ-VAE epoch: new codes
     out = capsys.readouterr().out
     assert "encoding every split into code maps" in out and "so it starts afresh" in out
-    assert json.loads((run / "prior_checkpoints" / "state.json").read_text())["vqvae_epochs"] == 2
+    assert json.loads((run / "pixelcnn_checkpoints" / "state.json").read_text())["vqvae_epochs"] == 2
+
+
+def test_a_dcgan_joins_the_pixelcnn_on_the_same_vqvae_and_resumes(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert train.main([*TINY, "--epochs", "1", "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "2",
+                       "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "encoding every split" not in out  # the same code maps
+    assert any(line.startswith("dcgan test: ") and "discriminator_loss" in line for line in out.splitlines())
+    for name in ("pixelcnn.keras", "dcgan.keras", "dcgan_history.csv", "dcgan_checkpoints/epoch_002.keras",
+                 "plots/dcgan_loss.png", "plots/dcgan_samples.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs" / "dcgan").rglob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"vqvae", "pixelcnn", "dcgan"} <= set(metrics)
+    assert set(metrics["dcgan"]["test"]) == {"generator_loss", "discriminator_loss", "real_score", "fake_score"}
+    assert set(metrics["dcgan"]["generation"]) >= set(GENERATION_METRICS)
+    history = json.loads((run / "dcgan_checkpoints" / "state.json").read_text())["history"]
+    assert len(history) == 2 and all(0 < row["diversity_ms_ssim"] <= 1 for row in history)  # watched every epoch
+    assert "diversity_ms_ssim" in (run / "dcgan_history.csv").read_text().splitlines()[0]
+
+    # raising the epochs resumes the DCGAN where it stopped, both optimizers included
+    assert train.main([*TINY, "--epochs", "1", "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "3",
+                       "--run-dir", str(run)]) == 0
+    assert f"resuming {run / 'dcgan_checkpoints'} after epoch 2 of 3" in capsys.readouterr().out
+    state = json.loads((run / "dcgan_checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["history"][:2] == history
+    dcgan = keras.saving.load_model(run / "dcgan.keras")
+    steps = 3 * (96 // 16)
+    assert dcgan.generator_optimizer.iterations.numpy() == dcgan.discriminator_optimizer.iterations.numpy() == steps
+
+
+def test_changing_a_priors_settings_retrains_that_prior_only(tmp_path, capsys):
+    run = tmp_path / "run"
+    dcgan = [*TINY, "--epochs", "1", "--prior", "dcgan", "--run-dir", str(run)]
+    assert train.main(dcgan) == 0
+    vqvae_checkpoint = (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns
+    capsys.readouterr()
+    assert train.main([*dcgan, "--dcgan-snapping", "binned"]) == 0
+    out = capsys.readouterr().out
+    assert "dcgan_snapping nearest (now binned)" in out and "so it starts afresh" in out
+    assert (run / "dcgan_checkpoints_stale" / "epoch_001.keras").exists()
+    assert (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns == vqvae_checkpoint
+    assert keras.saving.load_model(run / "dcgan.keras").snapping == "binned"
+    assert TrainConfig.load(run).dcgan_snapping == "binned"
 
 
 def test_the_prior_stage_needs_a_trained_vqvae(tmp_path, capsys):
@@ -132,7 +182,8 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--downsampling", "6"], "error: --downsampling 6 is out of range"),
     (["--epochs", "0"], "error: --epochs 0 is out of range"),
     (["--synthetic-subjects", "3,0,1"], "error: --synthetic-subjects 3,0,1 is out of range"),
-    (["--prior-kernel-size", "4"], "error: --prior-kernel-size 4 is out of range"),
+    (["--pixelcnn-kernel-size", "4"], "error: --pixelcnn-kernel-size 4 is out of range"),
+    (["--dcgan-batch-size", "1"], "error: --dcgan-batch-size 1 is out of range"),
     (["--temperature", "0"], "error: --temperature 0.0 is out of range"),
 ])
 def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, message):
