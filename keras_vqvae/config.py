@@ -24,9 +24,9 @@ def _subject_counts(text: str) -> tuple[int, int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run: the VQ-VAE, then the prior over its codes. The defaults train on the
+    """Everything that defines a training run: the VQ-VAE, then the priors over its codes. The defaults train on the
     embedded synthetic data in about 28 minutes on 2 CPU cores, 13 for the VQ-VAE (test SSIM 0.972, brain SSIM 0.927)
-    and 15 for the prior (test NLL 2.24 bits/code): see the README's results."""
+    and 15 for the PixelCNN prior (test NLL 2.24 bits/code): see the README's results."""
 
     data: str | None = _option(None, "folder of slices: the one holding keras_png_slices_train|validate|test, one "
                                      "split folder, or any folder of PNG/JPEG slices (default: embedded synthetic "

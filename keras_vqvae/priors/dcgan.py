@@ -183,9 +183,11 @@ class LatentDCGAN(keras.Model):
         real_logits = self.discriminator(real, training=training)  # (batch, 1)
         fake_logits = self.discriminator(fake, training=training)
         cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits
+        # -log D(x) - log(1 - D(G(z))): the discriminator's side of Goodfellow et al. eq. 1
         discriminator_loss = tf.reduce_mean(cross_entropy(tf.ones_like(real_logits), real_logits)
                                             + cross_entropy(tf.zeros_like(fake_logits), fake_logits))
-        generator_loss = tf.reduce_mean(cross_entropy(tf.ones_like(fake_logits), fake_logits))  # non-saturating
+        # -log D(G(z)): the generator's non-saturating objective (Goodfellow et al. section 3)
+        generator_loss = tf.reduce_mean(cross_entropy(tf.ones_like(fake_logits), fake_logits))
         scores = {"real_score": tf.reduce_mean(tf.sigmoid(real_logits)),
                   "fake_score": tf.reduce_mean(tf.sigmoid(fake_logits))}
         return generator_loss, discriminator_loss, scores
