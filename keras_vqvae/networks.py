@@ -33,7 +33,7 @@ class ResidualBlock(layers.Layer):
 
     def build(self, input_shape):
         self.conv3x3.build(input_shape)
-        self.conv1x1.build(input_shape[:-1] + (self.hidden_filters,))
+        self.conv1x1.build((*input_shape[:-1], self.hidden_filters))  # a tuple, or a list read back from a file
 
     def call(self, inputs):
         hidden = self.conv3x3(keras.ops.relu(inputs))

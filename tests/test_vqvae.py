@@ -97,7 +97,7 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path, ema_decay):
 
 
 @pytest.mark.parametrize("make", [lambda: Encoder(8, 16, 1, 4), lambda: Decoder(8, 16, 1, 4),
-                                  lambda: VectorQuantizer(16, 8, ema_decay=None)])
+                                  lambda: VectorQuantizer(16, 8, ema_decay=None), lambda: ResidualBlock(8)])
 def test_every_part_round_trips_on_its_own(tmp_path, make):
     part = make()
     x = tf.random.normal((2, 8, 8, 8 if not isinstance(part, Encoder) else 1))
