@@ -14,6 +14,8 @@ The run folder holds:
     logs/                              TensorBoard logs (vqvae/, pixelcnn/, dcgan/)
     metrics.json                       test metrics of each stage, generation metrics, training throughput
     plots/                             loss curves; originals beside reconstructions; PRIOR_samples.png
+    saved_model/                       the VQ-VAE and the prior just trained as a TensorFlow SavedModel, with its
+                                       model card README.md (see keras_vqvae.export)
 
 A run killed at any moment (even with SIGKILL) loses at most the epoch in progress: each checkpoint is written to a
 new file first, and `state.json`, replaced atomically, is what makes it current.
@@ -37,19 +39,19 @@ from keras_vqvae import cli, plots
 from keras_vqvae.config import CONFIG_FILE, TrainConfig
 from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
 from keras_vqvae.errors import InputError
+from keras_vqvae.export import EXPORT_FOLDER, export_run
 from keras_vqvae.metrics import generation_metrics
 from keras_vqvae.networks import Decoder, Encoder
 from keras_vqvae.generation import DiversityMonitor, collapse_warning, generate
 from keras_vqvae.priors import GatedPixelCNN, LatentDCGAN
 from keras_vqvae.quantizer import VectorQuantizer
+from keras_vqvae.runs import MODEL_FILE, PRIORS, prior_file
 from keras_vqvae.vqvae import VQVAE
 
 STATE_FILE = "state.json"
-MODEL_FILE = "vqvae.keras"
 CODES_FILE = "codes.npz"
 METRICS_FILE = "metrics.json"
 STAGES = ("vqvae", "prior", "all")
-PRIORS = ("pixelcnn", "dcgan")
 FINAL_LEARNING_RATE_FRACTION = 0.02
 ENCODING_BATCH_SIZE = 64
 
@@ -89,11 +91,6 @@ def build_dcgan(config: TrainConfig, quantizer: VectorQuantizer, grid_shape: tup
                         seed=config.seed)
     prior.compile(*(keras.optimizers.Adam(config.dcgan_learning_rate, beta_1=0.5) for _ in range(2)))
     return prior
-
-
-def prior_file(prior: str) -> str:
-    """The trained prior's file in a run folder: pixelcnn.keras or dcgan.keras."""
-    return f"{prior}.keras"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -232,6 +229,8 @@ def train(config: TrainConfig, stage: str = "all", prior: str = "pixelcnn", verb
     if stage != "vqvae":
         results[prior] = _train_prior(config, prior, slices, images, vqvae, verbose)
         _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
+    exported = export_run(run, run / EXPORT_FOLDER, None if stage == "vqvae" else prior)
+    print(f"exported the VQ-VAE{'' if stage == 'vqvae' else ' and the ' + prior} as a SavedModel to {exported}")
     return results
 
 

@@ -6,19 +6,13 @@ import pytest
 from PIL import Image
 
 from conftest import write_slices
-from keras_vqvae import predict, train
+from keras_vqvae import predict
 from keras_vqvae.config import TrainConfig
-from test_train import TINY
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A tiny finished run: VQ-VAE, a PixelCNN conditioned on the slice position, and a DCGAN."""
-    folder = tmp_path_factory.mktemp("predict") / "run"
-    assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder)]) == 0
-    assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder), "--stage", "prior",
-                       "--prior", "dcgan"]) == 0
-    return folder
+@pytest.fixture
+def run(trained_run):
+    return trained_run
 
 
 def test_samples_are_written_as_pngs_with_their_codes_and_a_grid(run, tmp_path):

@@ -30,13 +30,13 @@ def test_the_wheel_carries_the_template_its_notice_and_the_manifest(tmp_path):
     for name in ("mni152_2009a_1mm.npz", "oasis_keras_png_slices_manifest.csv.gz"):
         assert f"keras_vqvae/data/resources/{name}" in names
     assert {"keras_vqvae/priors/pixelcnn.py", "keras_vqvae/priors/dcgan.py", "keras_vqvae/priors/sampling.py",
-            "keras_vqvae/predict.py"} <= names
+            "keras_vqvae/predict.py", "keras_vqvae/export.py", "keras_vqvae/runs.py"} <= names
     assert "Louis Collins" in notice and "McGill University" in notice
 
 
 def test_the_package_guide_names_every_command():
     guide = subprocess.run([sys.executable, "-m", "keras_vqvae"], capture_output=True, text=True, cwd=REPO,
                            check=True).stdout
-    for command in ("keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.data verify",
+    for command in ("keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.data verify",
                     "keras_vqvae.data make-sample"):
         assert f"python -m {command}" in guide

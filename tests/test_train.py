@@ -11,14 +11,10 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import TINY
 from keras_vqvae import train
 from keras_vqvae.config import TrainConfig
 
-TINY = ["--synthetic-subjects", "3,1,1", "--image-size", "32", "--channels", "8", "--residual-blocks", "1",
-        "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3",
-        "--pixelcnn-filters", "8", "--pixelcnn-layers", "2", "--pixelcnn-kernel-size", "3", "--pixelcnn-epochs", "1",
-        "--dcgan-filters", "4", "--dcgan-noise-dim", "8", "--dcgan-batch-size", "16", "--dcgan-epochs", "1",
-        "--num-generated", "4"]
 REPO = Path(__file__).resolve().parents[1]
 GENERATION_METRICS = ("generated_test_ssim", "test_matched_above_0_6", "nearest_train_ssim", "real_nearest_train_ssim",
                       "diversity_ms_ssim", "real_diversity_ms_ssim")
@@ -39,8 +35,10 @@ def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
     for name in ("config.json", "vqvae.keras", "metrics.json", "history.csv", "plots/loss.png",
                  "plots/reconstructions.png", "checkpoints/state.json", "checkpoints/epoch_002.keras",
                  "codes.npz", "pixelcnn.keras", "pixelcnn_history.csv", "pixelcnn_checkpoints/epoch_002.keras",
-                 "plots/pixelcnn_loss.png", "plots/pixelcnn_samples.png"):
+                 "plots/pixelcnn_loss.png", "plots/pixelcnn_samples.png", "saved_model/saved_model.pb",
+                 "saved_model/README.md"):
         assert (run / name).is_file(), name
+    assert "exported the VQ-VAE and the pixelcnn as a SavedModel" in out
     assert list((run / "logs" / "vqvae").rglob("events.out.tfevents.*"))
     assert list((run / "logs" / "pixelcnn").rglob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())

@@ -162,16 +162,19 @@ class CachedSampler(Sampler):
     horizontal input in the current row (n = kernel_size // 2). At the start of row i the vertical stacks of all blocks
     are computed for the whole row (they depend on rows above i only); then each position (i, j) runs only the
     horizontal stacks and the output head on one position. The blocks' own layers do the work, on windows instead of
-    whole maps, so the codes drawn are the reference sampler's. The whole batch is one `tf.function`.
+    whole maps, so the codes drawn are the reference sampler's. The whole batch is one `tf.function`, `draw`, which
+    an exported SavedModel carries as it is.
     """
 
     name = "cached"
 
     def __init__(self, prior: GatedPixelCNN):
         super().__init__(prior)
-        self._sample_codes = tf.function(self._codes)
+        self.draw = tf.function(self._codes)
 
     def _codes(self, size, batch_seed, temperature, labels):
+        """Codes (size, h, w) int32 of one batch drawn with seed pair `batch_seed` (the b-th batch of seed s draws
+        with (s, b)); labels (size,) int32 or None."""
         prior = self.prior
         h, w = prior.grid_shape
         f, n = prior.filters, prior.blocks[0].reach
@@ -218,7 +221,7 @@ class CachedSampler(Sampler):
         return codes
 
     def _sample_batch(self, size, batch_seed, temperature, labels, advance):
-        codes = self._sample_codes(size, batch_seed, temperature, labels)
+        codes = self.draw(size, batch_seed, temperature, labels)
         advance(int(np.prod(codes.shape)))
         return codes
 

@@ -1,0 +1,153 @@
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vqvae import export
+from keras_vqvae.priors import CachedSampler
+from keras_vqvae.runs import MODEL_FILE, prior_file
+
+SIZE, GRID, K = 32, (8, 8), 16
+
+# Runs in a fresh Python in which `import keras_vqvae` fails: only TensorFlow and the SavedModel.
+REUSE = textwrap.dedent("""
+    import sys
+    sys.modules["keras_vqvae"] = None  # whether or not it is installed, it cannot be imported here
+    try:
+        import keras_vqvae
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("keras_vqvae was importable")
+    import numpy as np
+    import tensorflow as tf
+
+    folder, inputs, outputs = sys.argv[1:]
+    model = tf.saved_model.load(folder)
+    given = np.load(inputs)
+    first, second = model.sample(5, 3, 0.9, 2), model.sample(5, 3, 0.9, 2)
+    np.savez(outputs,
+             encoded=model.encode(given["images"]).numpy(),
+             encoded_uint8=model.encode(given["images_uint8"]).numpy(),
+             decoded=model.decode(given["indices"]).numpy(),
+             reconstructed=model.reconstruct(given["images"]).numpy(),
+             served=model.signatures["serving_default"](tf.constant(given["images"]))["output_0"].numpy(),
+             sampled=first["images"].numpy(), sampled_indices=first["indices"].numpy(),
+             sampled_again=second["images"].numpy(), spread=model.sample(4, 1)["indices"].numpy())
+""")
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    """The tiny run's VQ-VAE and conditional PixelCNN, and their SavedModel, written by the command line."""
+    out = tmp_path_factory.mktemp("export") / "saved_model"
+    assert export.main([str(trained_run), "--out", str(out)]) == 0
+    vqvae = keras.saving.load_model(trained_run / MODEL_FILE)
+    prior = keras.saving.load_model(trained_run / prior_file("pixelcnn"))
+    return vqvae, prior, out
+
+
+def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(exported, tmp_path):
+    vqvae, prior, folder = exported
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(3, SIZE, SIZE, 1)).astype("float32")
+    indices = rng.integers(0, K, size=(2, *GRID)).astype("int32")
+    np.savez(tmp_path / "inputs.npz", images=images, images_uint8=np.round(images * 255).astype("uint8"),
+             indices=indices)
+    process = subprocess.run([sys.executable, "-c", REUSE, str(folder), str(tmp_path / "inputs.npz"),
+                              str(tmp_path / "outputs.npz")], cwd=tmp_path, capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    got = np.load(tmp_path / "outputs.npz")
+
+    np.testing.assert_array_equal(got["encoded"], vqvae.encode(images - 0.5))
+    np.testing.assert_array_equal(got["encoded_uint8"], vqvae.encode(np.round(images * 255) / 255 - 0.5))
+    np.testing.assert_allclose(got["decoded"], vqvae.decode(indices) + 0.5, atol=1e-5)
+    np.testing.assert_allclose(got["reconstructed"], vqvae.reconstruct(images - 0.5) + 0.5, atol=1e-5)
+    np.testing.assert_allclose(got["served"], got["reconstructed"], atol=1e-6)
+    reconstructed = got["reconstructed"]
+    assert reconstructed.dtype == np.float32 and 0 <= reconstructed.min() <= reconstructed.max() <= 1
+
+    # sample: the same seed gives the same slices twice, and the cached sampler's codes for that seed
+    np.testing.assert_array_equal(got["sampled"], got["sampled_again"])
+    expected = CachedSampler(prior).sample(5, seed=3, temperature=0.9, batch_size=5, condition=2)
+    np.testing.assert_array_equal(got["sampled_indices"], expected)
+    np.testing.assert_allclose(got["sampled"], vqvae.decode(expected) + 0.5, atol=1e-5)
+    assert got["spread"].shape == (4, *GRID) and got["spread"].min() >= 0 and got["spread"].max() < K
+
+
+def test_the_dcgan_exports_its_sampling_too(trained_run, tmp_path):
+    out = tmp_path / "dcgan_model"
+    assert export.main([str(trained_run), "--out", str(out), "--prior", "dcgan"]) == 0
+    model = tf.saved_model.load(str(out))
+    dcgan = keras.saving.load_model(trained_run / prior_file("dcgan"))
+    np.testing.assert_array_equal(model.sample(3, 7)["indices"], dcgan.sample(3, 7))
+    np.testing.assert_array_equal(model.sample(3, 7, 0.5)["indices"], dcgan.sample(3, 7, 0.5))
+
+
+def test_an_export_without_a_prior_has_no_sample_endpoint(trained_run, tmp_path):
+    out = tmp_path / "autoencoder"
+    assert export.main([str(trained_run), "--out", str(out), "--prior", "none"]) == 0
+    model = tf.saved_model.load(str(out))
+    assert not hasattr(model, "sample") and set(model.signatures) == {"serving_default", "encode", "decode",
+                                                                       "reconstruct"}
+
+
+def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trained_run):
+    card = (exported[2] / "README.md").read_text()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert "synthetic" in card and "MNI ICBM152" in card
+    assert f"ssim {metrics['vqvae']['test']['ssim']:.4g}" in card
+    assert f"generated_test_ssim {metrics['pixelcnn']['generation']['generated_test_ssim']:.4g}" in card
+    assert f"python -m keras_vqvae.train --run-dir {trained_run}" in card and "--condition slice" in card
+    assert 'tf.saved_model.load("saved_model")' in card
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.encode(np.zeros((2, SIZE, SIZE), np.float32)), "expected_images_of_shape_batch_32_32_1"),
+    (lambda m: m.encode(np.zeros((1, 16, 16, 1), np.float32)), "expected_images_of_shape_batch_32_32_1"),
+    (lambda m: m.reconstruct(np.full((1, SIZE, SIZE, 1), 2.0, np.float32)), "float images must lie in [0, 1]"),
+    (lambda m: m.encode(np.zeros((1, SIZE, SIZE, 1), np.float64)), "Could not find matching concrete function"),
+    (lambda m: m.decode(np.full((1, *GRID), K, np.int32)), "indices must lie in [0, 16)"),
+    (lambda m: m.decode(np.zeros((1, 4, 4), np.int32)), "expected_indices_of_shape_batch_8_8"),
+    (lambda m: m.sample(0, 1), "num_samples must be >= 1"),
+    (lambda m: m.sample(2, 1, 1.0, 99), "condition must lie in [0, 32)"),
+    (lambda m: m.sample(2, 1, -1.0), "temperature must be positive"),
+])
+def test_bad_inputs_to_the_endpoints_say_what_was_expected(exported, call, message):
+    model = tf.saved_model.load(str(exported[2]))
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)) as error:
+        call(model)
+    assert message in str(error.value)
+
+
+def test_a_folder_that_is_not_a_saved_model_is_not_overwritten(trained_run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("precious")
+    assert export.main([str(trained_run), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} exists and holds something other than a SavedModel")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_export_names_a_missing_run_or_prior(tmp_path, capsys):
+    assert export.main([str(tmp_path / "nowhere")]) == 2
+    assert "is not a run folder made by keras_vqvae.train" in capsys.readouterr().err
+
+
+def test_the_repositorys_demo_model_loads_and_samples_brain_slices():
+    folder = Path(__file__).resolve().parents[1] / "saved_model"
+    model = tf.saved_model.load(str(folder))
+    first, second = model.sample(4, 0), model.sample(4, 0)
+    images = first["images"].numpy()
+    assert images.shape == (4, 128, 128, 1) and first["indices"].shape == (4, 32, 32)
+    np.testing.assert_array_equal(images, second["images"])
+    assert images[:, :8, :8].max() < 0.05  # a black background around...
+    assert images[:, 48:80, 48:80].mean() > 0.3  # ...a bright brain in the middle, not noise
+    np.testing.assert_allclose(model.decode(first["indices"]).numpy(), images, atol=1e-6)
+    card = (folder / "README.md").read_text()
+    assert "MNI ICBM152" in card and "python -m keras_vqvae.export" in card and "generated_test_ssim" in card
