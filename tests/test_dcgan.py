@@ -139,3 +139,14 @@ def test_the_diversity_monitor_logs_every_epoch_and_warns_when_samples_collapse(
     monitor.on_epoch_end(0, logs)
     assert logs["diversity_ms_ssim"] == pytest.approx(1.0, abs=1e-4)  # every generated slice is the same image
     assert "warning: epoch 1: the generated slices look collapsed" in capsys.readouterr().out
+
+
+def test_evaluation_repeats_itself_and_trains_nothing():
+    gan = small_gan()
+    gan.fit(toy_codes(16), batch_size=8, epochs=1, verbose=0)
+    trainable = [w.numpy().copy() for w in gan.trainable_weights]
+    first = gan.evaluate(toy_codes(8, seed=5), batch_size=8, return_dict=True, verbose=0)
+    assert gan.evaluate(toy_codes(8, seed=5), batch_size=8, return_dict=True, verbose=0) == first
+    for before, after in zip(trainable, gan.trainable_weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert 0 < first["real_score"] < 1 and 0 < first["fake_score"] < 1

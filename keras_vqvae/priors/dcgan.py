@@ -64,7 +64,8 @@ class LatentDCGAN(keras.Model):
 
     `compile(generator_optimizer, discriminator_optimizer)`; `fit` on batches of code maps (batch, h, w) int.
     Tracked metrics: `generator_loss`, `discriminator_loss`, and `real_score` / `fake_score`, the discriminator's
-    mean probability of "real" on real and on generated maps.
+    mean probability of "real" on real and on generated maps. In evaluation the generator runs in inference mode
+    and the discriminator, as in training, normalises each batch by its own statistics.
 
     References:
         A. Radford, L. Metz, S. Chintala, "Unsupervised Representation Learning with Deep Convolutional Generative
@@ -180,8 +181,10 @@ class LatentDCGAN(keras.Model):
         real = self.real_maps(codes)  # (batch, h, w, C)
         noise = self.noise(tf.shape(codes)[0], self._noise_seed(training))  # z: (batch, noise_dim)
         fake = self(noise, training=training)  # continuous latent maps, (batch, h, w, C)
-        real_logits = self.discriminator(real, training=training)  # (batch, 1)
-        fake_logits = self.discriminator(fake, training=training)
+        # The discriminator always normalises with batch statistics, as it does in training, where it sees real and
+        # generated batches apart: moving averages over both would judge neither. They are never used.
+        real_logits = self.discriminator(real, training=True)  # (batch, 1)
+        fake_logits = self.discriminator(fake, training=True)
         cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits
         # -log D(x) - log(1 - D(G(z))): the discriminator's side of Goodfellow et al. eq. 1
         discriminator_loss = tf.reduce_mean(cross_entropy(tf.ones_like(real_logits), real_logits)
