@@ -103,18 +103,25 @@ class VectorQuantizer(keras.layers.Layer):
         flat_indices = tf.argmin(distances, axis=1, output_type=tf.int32)  # (N,)
         indices = tf.reshape(flat_indices, tf.shape(inputs)[:-1])  # (...)
         quantized = self.lookup(indices)  # e_k: (..., D)
-
-        commitment_loss = tf.reduce_mean(tf.square(inputs - tf.stop_gradient(quantized)))  # ||z_e - sg[e]||^2
-        if self.ema_decay is None:
-            codebook_loss = tf.reduce_mean(tf.square(tf.stop_gradient(inputs) - quantized))  # ||sg[z_e] - e||^2
-            self.add_loss(codebook_loss + self.beta * commitment_loss)  # eq. 3
-        else:
-            self.add_loss(self.beta * commitment_loss)  # eq. 3 without the codebook term, replaced by eqs. 6-8
+        self.add_loss(self.vq_loss(inputs, quantized, indices))
         if training:
             self._update_codebook(flat_inputs, flat_indices, tf.reduce_min(distances, axis=1))
 
         quantized = inputs + tf.stop_gradient(quantized - inputs)  # straight-through estimator
         return quantized, indices
+
+    def vq_loss(self, inputs, quantized, indices):
+        """The VQ loss (eq. 3, the terms this layer adds) of encoder outputs z_e (..., D) and what the layer made of
+        them: quantized (..., D), whose values are e_k, and indices (...) k.
+
+        A model that trains this layer under a tf.distribute strategy computes it from the layer's outputs: the
+        losses a shared layer collects with `add_loss` can mix up replicas."""
+        inputs = tf.cast(inputs, tf.float32)
+        commitment_loss = tf.reduce_mean(tf.square(inputs - tf.stop_gradient(quantized)))  # ||z_e - sg[e]||^2
+        if self.ema_decay is not None:
+            return self.beta * commitment_loss  # eq. 3 without the codebook term, replaced by eqs. 6-8
+        codebook_loss = tf.reduce_mean(tf.square(tf.stop_gradient(inputs) - self.lookup(indices)))  # ||sg[z_e] - e||^2
+        return codebook_loss + self.beta * commitment_loss  # eq. 3
 
     def _update_codebook(self, flat_inputs, flat_indices, errors):
         """Moving averages (eqs. 6-8) and dead-code restarts from one batch.

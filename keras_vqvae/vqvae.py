@@ -65,9 +65,11 @@ class VQVAE(keras.Model):
         return self._autoencode(images, training)[0]
 
     def _autoencode(self, images, training):
+        """Reconstructions (batch, H, W, C), codes (batch, h, w) and the VQ loss of images (batch, H, W, C)."""
         latents = self.encoder(images, training=training)  # z_e: (batch, h, w, D)
         quantized, indices = self.quantizer(latents, training=training)  # (batch, h, w, D), (batch, h, w)
-        return self.decoder(quantized, training=training), indices
+        vq_loss = self.quantizer.vq_loss(latents, quantized, indices)  # from this replica's own tensors
+        return self.decoder(quantized, training=training), indices, vq_loss
 
     def encode(self, images):
         """Code indices (batch, h, w) int32 of images (batch, H, W, C) in [-0.5, 0.5]."""
@@ -82,10 +84,9 @@ class VQVAE(keras.Model):
         return _clip_to_range(self(images, training=False))
 
     def _compute_losses(self, images, training):
-        reconstructions, indices = self._autoencode(images, training)
+        reconstructions, indices, vq_loss = self._autoencode(images, training)
         reconstruction_loss = tf.reduce_mean(tf.square(_error_in_range(images, reconstructions)))
         reconstruction_loss /= self.data_variance
-        vq_loss = tf.add_n(self.quantizer.losses)
         losses = {"loss": reconstruction_loss + vq_loss, "reconstruction_loss": reconstruction_loss,
                   "vq_loss": vq_loss}
         return losses, reconstructions, indices
