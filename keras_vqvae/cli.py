@@ -36,13 +36,16 @@ def argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
 def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
     """One flag per field of `config_class`: --field-name, typed by its default, with the field's help text."""
     for field in dataclasses.fields(config_class):
-        parse = argument_type(field.metadata["parse"]) if "parse" in field.metadata else (
-            str if field.default is None else type(field.default))
+        flag, help = f"--{field.name.replace('_', '-')}", field.metadata["help"].replace("%", "%%")
         default = field.default
+        if isinstance(default, bool):  # a switch, off unless given
+            parser.add_argument(flag, dest=field.name, action="store_true", help=help)
+            continue
+        parse = argument_type(field.metadata["parse"]) if "parse" in field.metadata else (
+            str if default is None else type(default))
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=parse, default=default,
-                            choices=field.metadata.get("choices"), metavar=field.name.upper(),
-                            help=f"{field.metadata['help']} (default: {shown})".replace("%", "%%"))
+        parser.add_argument(flag, dest=field.name, type=parse, default=default, choices=field.metadata.get("choices"),
+                            metavar=field.name.upper(), help=f"{help} (default: {shown})")
 
 
 def config_from_arguments(config_class, arguments: argparse.Namespace):

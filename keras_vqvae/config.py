@@ -70,6 +70,12 @@ class TrainConfig:
     dcgan_snapping: str = _option("nearest", "how generated latent maps become codes: nearest codebook vector of a "
                                              "D-channel map, or even bins of a one-channel map (earlier projects)",
                                   choices=("nearest", "binned"), prior="dcgan")
+    strategy: str = _option("auto", "tf.distribute strategy: auto (mirrored over several GPUs, else one device), "
+                                    "one-device, mirrored, multi-worker (machines listed in TF_CONFIG) or tpu",
+                            choices=("auto", "one-device", "mirrored", "multi-worker", "tpu"), resumable=True)
+    mixed_precision: str = _option("off", "compute in float16 or bfloat16 with float32 weights (the quantizer stays "
+                                          "float32), or off", choices=("off", "float16", "bfloat16"), resumable=True)
+    jit_compile: bool = _option(False, "compile the training steps with XLA", resumable=True)
     num_generated: int = _option(64, "slices generated for the samples grid and the generation metrics",
                                  resumable=True)
     temperature: float = _option(1.0, "sampling temperature of those slices", resumable=True)

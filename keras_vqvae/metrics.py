@@ -69,9 +69,8 @@ class _CodeHistogram(keras.metrics.Metric):
                                         aggregation="sum")
 
     def update_state(self, indices, sample_weight=None):
-        flat = tf.reshape(tf.cast(indices, tf.int32), [-1])
-        self.counts.assign_add(tf.math.bincount(flat, minlength=self.num_embeddings,
-                                                maxlength=self.num_embeddings, dtype=self.dtype))
+        flat = tf.reshape(tf.cast(indices, tf.int32), [-1])  # a segment sum, not bincount, which XLA cannot compile
+        self.counts.assign_add(tf.math.unsorted_segment_sum(tf.ones_like(flat, self.dtype), flat, self.num_embeddings))
 
     def reset_state(self):
         self.counts.assign(tf.zeros_like(self.counts))

@@ -38,6 +38,7 @@ import numpy as np
 from keras_vqvae import cli, plots
 from keras_vqvae.config import CONFIG_FILE, TrainConfig
 from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
+from keras_vqvae.distribute import make_strategy, precision
 from keras_vqvae.errors import InputError
 from keras_vqvae.export import EXPORT_FOLDER, export_run
 from keras_vqvae.metrics import generation_metrics
@@ -143,8 +144,10 @@ def _load_state(folder: Path) -> dict | None:
 
 
 def _fit_resumably(build, folder: Path, epochs: int, train_data, validate_data, logs: Path, verbose,
-                   tag: dict | None = None, callbacks: list | None = None) -> tuple[keras.Model, list[dict]]:
-    """Trains the model `build()` makes, or resumes the one checkpointed in `folder`, up to `epochs` epochs.
+                   tag: dict | None = None, callbacks: list | None = None,
+                   jit_compile: bool = False) -> tuple[keras.Model, list[dict]]:
+    """Trains the model `build()` makes, or resumes the one checkpointed in `folder`, up to `epochs` epochs, with
+    its training steps compiled by XLA when `jit_compile`.
 
     A checkpoint whose `tag` differs (it was trained from, or with, something that has changed since) is set aside
     and training starts afresh. `callbacks` run before the checkpoint, so what they add to the logs is kept in the
@@ -167,6 +170,7 @@ def _fit_resumably(build, folder: Path, epochs: int, train_data, validate_data, 
         model = keras.saving.load_model(folder / state["checkpoint"])
         history, first_epoch = state["history"], state["epoch"]
         print(f"resuming {folder} after epoch {first_epoch} of {epochs}")
+    model.jit_compile = jit_compile  # this run's choice, whatever the checkpoint was trained with
     if first_epoch < epochs:
         callbacks = [*(callbacks or []), EpochCheckpoint(folder, history, tag), keras.callbacks.TensorBoard(str(logs))]
         model.fit(train_data, validation_data=validate_data, epochs=epochs, initial_epoch=first_epoch,
@@ -205,6 +209,7 @@ def train(config: TrainConfig, stage: str = "all", prior: str = "pixelcnn", verb
     if stage == "prior" and not (run / MODEL_FILE).exists():
         raise InputError(f"{run} holds no trained VQ-VAE ({MODEL_FILE}): train it first with --stage vqvae "
                          f"(or --stage all, the default)")
+    strategy = make_strategy(config.strategy)  # before anything is written: a missing TPU or TF_CONFIG is reported
     config.save()
     for folder in ("checkpoints", *(f"{name}_checkpoints" for name in PRIORS)):
         _load_state(run / folder)  # before the data, so that a broken run folder is reported at once
@@ -221,14 +226,15 @@ def train(config: TrainConfig, stage: str = "all", prior: str = "pixelcnn", verb
     results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     results.update({"data": slices.summary(), "notes": list(slices.notes)})
 
-    if stage == "prior":
-        vqvae = keras.saving.load_model(run / MODEL_FILE)
-    else:
-        vqvae, results["vqvae"] = _train_vqvae(config, slices, images, verbose)
-        _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
-    if stage != "vqvae":
-        results[prior] = _train_prior(config, prior, slices, images, vqvae, verbose)
-        _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
+    with precision(config.mixed_precision), strategy.scope():  # models are built and loaded inside
+        if stage == "prior":
+            vqvae = keras.saving.load_model(run / MODEL_FILE)
+        else:
+            vqvae, results["vqvae"] = _train_vqvae(config, slices, images, verbose)
+            _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
+        if stage != "vqvae":
+            results[prior] = _train_prior(config, prior, slices, images, vqvae, verbose)
+            _write_atomically(metrics_path, json.dumps(results, indent=2) + "\n")
     exported = export_run(run, run / EXPORT_FOLDER, None if stage == "vqvae" else prior)
     print(f"exported the VQ-VAE{'' if stage == 'vqvae' else ' and the ' + prior} as a SavedModel to {exported}")
     return results
@@ -244,7 +250,7 @@ def _train_vqvae(config: TrainConfig, slices, images: dict, verbose) -> tuple[VQ
         return build_vqvae(config, pixel_variance(train_data), steps_per_epoch)
 
     model, history = _fit_resumably(build, run / "checkpoints", config.epochs, train_data, images["validate"],
-                                    run / "logs" / "vqvae", verbose)
+                                    run / "logs" / "vqvae", verbose, jit_compile=config.jit_compile)
     model.save(run / MODEL_FILE)
     _write_history_csv(history, run / "history.csv")
     results = {**_timing(history, len(slices.train), "images"),
@@ -334,7 +340,8 @@ def _train_prior(config: TrainConfig, name: str, slices, images: dict, vqvae: VQ
 
     model, history = _fit_resumably(seeded_build, run / f"{name}_checkpoints", epochs, dataset("train", True),
                                     dataset("validate"), run / "logs" / name, verbose, callbacks=callbacks,
-                                    tag={"vqvae_epochs": vqvae_epochs, **config.prior_settings(name)})
+                                    tag={"vqvae_epochs": vqvae_epochs, **config.prior_settings(name)},
+                                    jit_compile=config.jit_compile)
     model.save(run / prior_file(name))
     _write_history_csv(history, run / f"{name}_history.csv")
     results = {**_timing(history, len(codes["train"]), "maps"),

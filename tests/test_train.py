@@ -182,6 +182,7 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--synthetic-subjects", "3,0,1"], "error: --synthetic-subjects 3,0,1 is out of range"),
     (["--pixelcnn-kernel-size", "4"], "error: --pixelcnn-kernel-size 4 is out of range"),
     (["--dcgan-batch-size", "1"], "error: --dcgan-batch-size 1 is out of range"),
+    (["--strategy", "multi-worker"], "error: --strategy multi-worker needs the TF_CONFIG environment variable"),
     (["--temperature", "0"], "error: --temperature 0.0 is out of range"),
 ])
 def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, message):

@@ -24,6 +24,13 @@ def _doublings(grid_shape: tuple[int, int]) -> int:
     return count
 
 
+def _scaled(optimizer: keras.optimizers.Optimizer, policy: str) -> keras.optimizers.Optimizer:
+    """`optimizer` wrapped for dynamic loss scaling under float16 (as `keras.Model.compile` wraps its own)."""
+    if policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 @keras.saving.register_keras_serializable(package="keras_vqvae")
 class LatentDCGAN(keras.Model):
     """Generative adversarial prior over latent maps of a trained VQ-VAE, trained with `fit` on code maps.
@@ -132,8 +139,9 @@ class LatentDCGAN(keras.Model):
     def compile(self, generator_optimizer="adam", discriminator_optimizer="adam", **kwargs):
         """Two optimizers, one per network; other arguments as `keras.Model.compile` (no loss: the GAN has its own)."""
         super().compile(optimizer=None, **kwargs)
-        self.generator_optimizer = keras.optimizers.get(generator_optimizer)
-        self.discriminator_optimizer = keras.optimizers.get(discriminator_optimizer)
+        self.generator_optimizer, self.discriminator_optimizer = (
+            _scaled(keras.optimizers.get(optimizer), self.dtype_policy.name)
+            for optimizer in (generator_optimizer, discriminator_optimizer))
         self._gan_compile_config = {"generator_optimizer": self.generator_optimizer,
                                     "discriminator_optimizer": self.discriminator_optimizer}
 

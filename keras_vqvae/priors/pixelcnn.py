@@ -169,7 +169,7 @@ class GatedPixelCNN(keras.Model):
                                                          name="position_embedding")
         self.blocks = [GatedBlock(filters, kernel_size, num_classes, name=f"gated_block_{i}") for i in range(layers)]
         self.output_hidden = keras.layers.Conv2D(filters, 1, name="output_hidden")
-        self.output_logits = keras.layers.Conv2D(num_embeddings, 1, name="output_logits")
+        self.output_logits = keras.layers.Conv2D(num_embeddings, 1, name="output_logits", dtype="float32")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
