@@ -76,6 +76,8 @@ class TrainConfig:
     mixed_precision: str = _option("off", "compute in float16 or bfloat16 with float32 weights (the quantizer stays "
                                           "float32), or off", choices=("off", "float16", "bfloat16"), resumable=True)
     jit_compile: bool = _option(False, "compile the training steps with XLA", resumable=True)
+    cache: str = _option("memory", "where decoded, resized slices are kept after the first epoch: memory, none, or a "
+                                   "path prefix for files on disk (for data larger than memory)", resumable=True)
     num_generated: int = _option(64, "slices generated for the samples grid and the generation metrics",
                                  resumable=True)
     temperature: float = _option(1.0, "sampling temperature of those slices", resumable=True)

@@ -221,7 +221,8 @@ def train(config: TrainConfig, stage: str = "all", prior: str = "pixelcnn", verb
     if config.condition == "slice" and min(min(s.slice_numbers) for s in slices.splits()) < 0:
         raise InputError("--condition slice needs slice numbers in the file names (like case_001_slice_0.png), and "
                          "some names carry none: rename the files, or use --condition none")
-    images = {split.name: make_dataset(split, config.image_size, config.batch_size) for split in slices.splits()}
+    images = {split.name: make_dataset(split, config.image_size, config.batch_size, cache=config.cache)
+              for split in slices.splits()}
     metrics_path = run / METRICS_FILE
     results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     results.update({"data": slices.summary(), "notes": list(slices.notes)})
@@ -242,7 +243,8 @@ def train(config: TrainConfig, stage: str = "all", prior: str = "pixelcnn", verb
 
 def _train_vqvae(config: TrainConfig, slices, images: dict, verbose) -> tuple[VQVAE, dict]:
     run = config.run_path
-    train_data = make_dataset(slices.train, config.image_size, config.batch_size, training=True, seed=config.seed)
+    train_data = make_dataset(slices.train, config.image_size, config.batch_size, training=True, seed=config.seed,
+                              cache=config.cache)
     steps_per_epoch = math.ceil(len(slices.train) / config.batch_size)
 
     def build():
@@ -296,7 +298,8 @@ def _code_maps(config: TrainConfig, slices, vqvae: VQVAE, vqvae_epochs: int, ver
             if int(saved["vqvae_epochs"]) == vqvae_epochs:
                 return {split.name: saved[split.name] for split in slices.splits()}
     print(f"encoding every split into code maps with the VQ-VAE (kept in {path})")
-    codes = {split.name: encode_images(vqvae, make_dataset(split, config.image_size, ENCODING_BATCH_SIZE),
+    codes = {split.name: encode_images(vqvae, make_dataset(split, config.image_size, ENCODING_BATCH_SIZE,
+                                                           cache="none"),  # one pass: nothing to keep
                                        verbose=_progress(verbose))
              for split in slices.splits()}
     temporary = path.with_name("codes.tmp.npz")

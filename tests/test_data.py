@@ -183,3 +183,23 @@ def test_verify_command_checks_against_the_shipped_manifest(tmp_path, capsys, su
 def test_verify_of_a_folder_without_oasis_folders_is_an_input_error(tmp_path, capsys):
     assert data_command.main(["verify", str(tmp_path)]) == 2
     assert "holds none of the OASIS folders" in capsys.readouterr().err
+
+
+def test_a_disk_cache_is_written_once_and_gives_the_same_batches(oasis_folder, tmp_path):
+    slices = load_slices(oasis_folder)
+    (tmp_path / "cache").mkdir()
+    prefix = str(tmp_path / "cache" / "cache_")
+    first = np.concatenate([b.numpy() for b in make_dataset(slices.validate, 32, 4, cache=prefix)])
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert files and all(name.startswith("cache_validate_32px") for name in files)
+    again = np.concatenate([b.numpy() for b in make_dataset(slices.validate, 32, 4, cache=prefix)])
+    uncached = np.concatenate([b.numpy() for b in make_dataset(slices.validate, 32, 4, cache="none")])
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, uncached)
+
+
+def test_training_order_is_the_same_for_the_same_seed(oasis_folder):
+    slices = load_slices(oasis_folder)
+    orders = [np.concatenate([b.numpy() for b in make_dataset(slices.train, 32, 4, training=True, seed=3)])
+              for _ in range(2)]
+    np.testing.assert_array_equal(*orders)

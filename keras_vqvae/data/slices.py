@@ -229,11 +229,13 @@ def _split_by_subject(files: list[Path], seed: int) -> tuple[dict[str, SliceSet]
 
 
 def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, training: bool = False,
-                 seed: int | None = None) -> tf.data.Dataset:
+                 seed: int | None = None, cache: str = "memory") -> tf.data.Dataset:
     """Batches of images (batch, image_size, image_size, 1) float32 in [-0.5, 0.5].
 
-    Images are padded to square, resized with antialiasing, cached in memory after the first pass, shuffled each
-    epoch when `training` (deterministically when `seed` is given), batched and prefetched.
+    Images are decoded in parallel (in a fixed order), padded to square, resized with antialiasing, cached after the
+    first pass, shuffled each epoch when `training` (deterministically when `seed` is given), batched and
+    prefetched. `cache` is 'memory', 'none', or a path prefix for files on disk (for data larger than memory:
+    PREFIX<split>_<size>px.*, reused by later runs).
     """
     if len(slice_set) == 0:
         raise InputError(f"the {slice_set.name} split has no slices: give more subjects or another folder")
@@ -245,7 +247,11 @@ def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, train
         image = tf.image.resize(image, (image_size, image_size), antialias=True)
         return tf.clip_by_value(image, 0.0, 1.0) - 0.5
 
-    dataset = slice_set.decoded().map(normalise, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    dataset = slice_set.decoded().map(normalise, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache == "memory":
+        dataset = dataset.cache()
+    elif cache != "none":
+        dataset = dataset.cache(f"{cache}{slice_set.name}_{image_size}px")
     if training:
         dataset = dataset.shuffle(min(len(slice_set), 4096), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
