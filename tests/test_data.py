@@ -203,3 +203,14 @@ def test_training_order_is_the_same_for_the_same_seed(oasis_folder):
     orders = [np.concatenate([b.numpy() for b in make_dataset(slices.train, 32, 4, training=True, seed=3)])
               for _ in range(2)]
     np.testing.assert_array_equal(*orders)
+
+
+def test_pipelines_shard_by_element_between_workers(oasis_folder):
+    import tensorflow as tf
+
+    from keras_vqvae import make_code_dataset
+
+    data = make_dataset(load_slices(oasis_folder).train, 32, 4, training=True, seed=0)
+    codes = make_code_dataset(np.zeros((8, 4, 4), np.int32), 4, training=True, seed=0)
+    for dataset in (data, codes):
+        assert dataset.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_vqvae.data.slices import sharded_by_element
+
 
 def make_code_dataset(codes: np.ndarray, batch_size: int, *, labels: np.ndarray | None = None,
                       training: bool = False, seed: int | None = None,
@@ -19,4 +21,5 @@ def make_code_dataset(codes: np.ndarray, batch_size: int, *, labels: np.ndarray 
     dataset = tf.data.Dataset.from_tensor_slices(elements)
     if training:
         dataset = dataset.shuffle(len(codes), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE).with_options(
+        sharded_by_element())
