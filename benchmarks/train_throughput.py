@@ -1,14 +1,20 @@
-"""Training-throughput benchmark: examples/second and peak memory of the VQ-VAE's and the PixelCNN's training steps,
+"""Training-throughput benchmark: examples/second and peak memory of the VQ-VAE's and the priors' training steps,
 at 128x128 and 256x256 slices, for the default configuration, with XLA, and with mixed precision; as JSON.
 
     python benchmarks/train_throughput.py                 # every case, each in its own process
     python benchmarks/train_throughput.py --steps 40 --sizes 128
+    python benchmarks/train_throughput.py --overhead      # what Python costs around the compiled steps
 
-Each case builds the model of the default TrainConfig at that image size (the prior over that VQ-VAE's code grid,
+Each case builds the model of the default TrainConfig at that image size (a prior over that VQ-VAE's code grid,
 32x32 or 64x64), warms up with `--warmup` steps (tracing and, with XLA, compiling) and then times `--steps` training
 steps through `fit` on random batches: throughput does not depend on the pixel values. Mixed precision is bfloat16
 on a CPU and float16 on a GPU. Peak memory is the process's peak resident set on a CPU, TensorFlow's peak
 allocation on a GPU. Progress goes to stderr and the JSON alone to stdout.
+
+`--overhead` measures instead what runs in Python around the compiled work: milliseconds per step that `fit` adds
+to calling its compiled training function directly (on a tiny VQ-VAE, where the step itself costs almost nothing),
+and the default VQ-VAE's `encode` on a batch of 64 slices called eagerly and through one `tf.function` (as
+`keras_vqvae.batching` calls it when encoding, decoding and sampling in batches).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 
 import hardware
 
-MODELS = ("vqvae", "pixelcnn")
+MODELS = ("vqvae", "pixelcnn", "dcgan")
 VARIANTS = ("default", "xla", "mixed_precision")
 
 
@@ -33,7 +39,7 @@ def measure(model_name: str, size: int, variant: str, steps: int, warmup: int) -
 
     from keras_vqvae.config import TrainConfig
     from keras_vqvae.distribute import precision
-    from keras_vqvae.train import build_pixelcnn, build_vqvae
+    from keras_vqvae.train import build_dcgan, build_pixelcnn, build_vqvae
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     policy = ("float16" if gpu else "bfloat16") if variant == "mixed_precision" else "off"
@@ -45,10 +51,14 @@ def measure(model_name: str, size: int, variant: str, steps: int, warmup: int) -
             data = rng.uniform(-0.5, 0.5, (batch_size, size, size, 1)).astype("float32")
             model = build_vqvae(config, data_variance=0.1, steps_per_epoch=warmup + steps)
         else:
-            batch_size = config.pixelcnn_batch_size
+            batch_size = config.pixelcnn_batch_size if model_name == "pixelcnn" else config.dcgan_batch_size
             side = size // config.downsampling
             data = rng.integers(0, config.num_embeddings, (batch_size, side, side)).astype("int32")
-            model = build_pixelcnn(config, (side, side), num_classes=0, steps_per_epoch=warmup + steps)
+            if model_name == "pixelcnn":
+                model = build_pixelcnn(config, (side, side), num_classes=0, steps_per_epoch=warmup + steps)
+            else:
+                quantizer = build_vqvae(config, data_variance=0.1, steps_per_epoch=1).quantizer
+                model = build_dcgan(config, quantizer, (side, side))
         model.jit_compile = variant == "xla"
         batches = tf.data.Dataset.from_tensors(data).repeat()
         model.fit(batches, steps_per_epoch=warmup, epochs=1, verbose=0)  # tracing, compiling
@@ -65,6 +75,43 @@ def measure(model_name: str, size: int, variant: str, steps: int, warmup: int) -
             "seconds_per_step": round(seconds / steps, 4), "peak_memory_mib": round(peak, 1)}
 
 
+def measure_overhead(steps: int, warmup: int) -> dict:
+    """Python's share around the compiled work, in this process (see the module's docstring)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_vqvae.config import TrainConfig
+    from keras_vqvae.train import build_vqvae
+
+    def seconds_per_call(function, calls):
+        started = time.perf_counter()
+        for _ in range(calls):
+            function()
+        return (time.perf_counter() - started) / calls
+
+    tiny = TrainConfig(image_size=32, batch_size=2, channels=8, residual_blocks=1, embedding_dim=4, num_embeddings=8)
+    model = build_vqvae(tiny, data_variance=0.1, steps_per_epoch=1)
+    batches = tf.data.Dataset.from_tensors(np.zeros((2, 32, 32, 1), "float32")).repeat()
+    model.fit(batches, steps_per_epoch=warmup, epochs=1, verbose=0)
+    fit_step = seconds_per_call(lambda: model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0), 1) / steps
+    iterator, train_function = iter(batches), model.make_train_function()
+    bare_step = seconds_per_call(lambda: train_function(iterator), steps)
+
+    config = TrainConfig()
+    vqvae = build_vqvae(config, data_variance=0.1, steps_per_epoch=1)
+    images = np.random.default_rng(0).uniform(-0.5, 0.5, (64, config.image_size, config.image_size, 1))
+    images = tf.constant(images, tf.float32)
+    compiled = tf.function(vqvae.encode, reduce_retracing=True)
+    vqvae.encode(images), compiled(images)  # building, tracing
+    calls = max(1, steps // 10)
+    eager = seconds_per_call(lambda: vqvae.encode(images).numpy(), calls)
+    traced = seconds_per_call(lambda: compiled(images).numpy(), calls)
+    return {"fit_ms_per_step": round(1000 * fit_step, 2), "train_function_ms_per_step": round(1000 * bare_step, 2),
+            "fit_overhead_ms_per_step": round(1000 * (fit_step - bare_step), 2), "steps": steps,
+            "encode_64_images_eager_seconds": round(eager, 3), "encode_64_images_tf_function_seconds": round(traced, 3),
+            "encode_calls": calls}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/train_throughput.py",
                                      description=__doc__.split("\n\n")[0])
@@ -73,11 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="image sizes (default: 128 256)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--overhead", action="store_true",
+                        help="measure Python's overhead around the compiled steps instead (use --steps 300 or more)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SIZE", "VARIANT"), help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.one:  # a single case, run by the parent in a fresh process so that peak memory is its own
         model, size, variant = arguments.one
         print(json.dumps(measure(model, int(size), variant, arguments.steps, arguments.warmup)))
+        return 0
+    if arguments.overhead:
+        overhead = measure_overhead(arguments.steps, arguments.warmup)
+        print(json.dumps({"benchmark": "train_overhead", **overhead, "hardware": hardware.describe()}, indent=2))
         return 0
     cases = []
     for model in arguments.models:

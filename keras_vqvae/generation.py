@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_vqvae.batching import apply_in_batches, slices_of
 from keras_vqvae.metrics import diversity_ms_ssim, real_sample
 from keras_vqvae.priors import GatedPixelCNN, LatentDCGAN, make_sampler
 from keras_vqvae.priors.sampling import check_sampling_arguments
@@ -40,9 +41,7 @@ def generate(vqvae: VQVAE, prior: GatedPixelCNN | LatentDCGAN, num_samples: int,
 
 def decode(vqvae: VQVAE, codes: np.ndarray) -> np.ndarray:
     """Slices (n, H, W, 1) in [0, 1] that the VQ-VAE decodes from code maps (n, h, w)."""
-    decoded = [vqvae.decode(codes[i:i + DECODING_BATCH_SIZE]).numpy() for i in range(0, len(codes),
-                                                                                  DECODING_BATCH_SIZE)]
-    return np.concatenate(decoded) + 0.5
+    return apply_in_batches(vqvae.decode, slices_of(codes, DECODING_BATCH_SIZE)) + 0.5
 
 
 def collapse_warning(generation: dict) -> str | None:

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from keras_vqvae import cli, plots
+from keras_vqvae.batching import apply_in_batches
 from keras_vqvae.config import CONFIG_FILE, TrainConfig
 from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
 from keras_vqvae.distribute import make_strategy, precision
@@ -276,13 +277,7 @@ def _plot_vqvae(model: VQVAE, history, test_data, test_metrics, folder: Path) ->
 def encode_images(vqvae: VQVAE, dataset, verbose: int = 1) -> np.ndarray:
     """Code maps (N, h, w) int32 of every batch of images in `dataset`; progress as keras.utils.Progbar's `verbose`
     (0 silent, 1 a bar, 2 a line at the end)."""
-    batches = list(dataset)
-    progress = keras.utils.Progbar(len(batches), verbose=verbose, unit_name="batch")
-    codes = []
-    for batch in batches:
-        codes.append(vqvae.encode(batch).numpy())
-        progress.add(1)
-    return np.concatenate(codes)
+    return apply_in_batches(vqvae.encode, dataset, verbose)
 
 
 def _progress(verbose) -> int:

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vqvae.batching import apply_in_batches, slices_of
 from keras_vqvae.quantizer import VectorQuantizer
 
 SNAPPING = ("nearest", "binned")
@@ -232,8 +233,7 @@ class LatentDCGAN(keras.Model):
         """Code maps (num_samples, h, w) int32 from noise N(0, temperature^2 I) drawn with `seed`: the same seed
         gives the same maps. A temperature below 1 trades variety for typical maps (the truncation trick)."""
         noise = self.noise(num_samples, seed, temperature)
-        return np.concatenate([self.snap(self(noise[i:i + batch_size], training=False)).numpy()
-                               for i in range(0, num_samples, batch_size)])
+        return apply_in_batches(lambda batch: self.snap(self(batch, training=False)), slices_of(noise, batch_size))
 
     def get_config(self):
         return {**super().get_config(), "quantizer": keras.saving.serialize_keras_object(self.quantizer),
