@@ -44,8 +44,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
         parse = argument_type(field.metadata["parse"]) if "parse" in field.metadata else (
             str if default is None else type(default))
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(flag, dest=field.name, type=parse, default=default, choices=field.metadata.get("choices"),
-                            metavar=field.name.upper(), help=f"{help} (default: {shown})")
+        choices = field.metadata.get("choices")
+        parser.add_argument(flag, dest=field.name, type=parse, default=default, choices=choices,
+                            metavar=None if choices else field.name.upper(),  # argparse then lists the choices
+                            help=help if default is None else f"{help} (default: {shown})")
 
 
 def config_from_arguments(config_class, arguments: argparse.Namespace):
@@ -57,7 +59,8 @@ def main_with_errors(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
-        sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once in logs and pipes too
+        if hasattr(sys.stdout, "reconfigure"):  # a real stream, not a notebook's or a test's stand-in
+            sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once in logs and pipes too
         try:
             return main(*args, **kwargs) or 0
         except InputError as error:

@@ -95,7 +95,7 @@ class _Endpoints:
                                lambda t: tf.debugging.assert_positive(t, "temperature must be positive"))
         if self.sampler is None:
             noise = self.prior.noise(num_samples, tf.stack([tf.cast(seed, tf.int64), 0]), temperature)
-            indices = self.prior.snap(self.prior(noise, training=False))
+            indices = self.prior.codes_from_noise(noise)
         else:
             indices = self.sampler.draw(num_samples, tf.stack([seed, 0]), temperature,
                                         self._labels(num_samples, condition))

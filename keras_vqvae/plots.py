@@ -1,14 +1,14 @@
-"""Pictures of a run: loss curves, and originals beside reconstructions and their absolute error."""
+"""Pictures of a run: loss curves, originals beside reconstructions and their absolute error, code-index maps, the
+codebook's usage, and grids of slices. Images in grayscale without interpolation; titles carry the figures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.colors
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: no backend is chosen, so a notebook's inline plots keep theirs
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:
@@ -17,7 +17,8 @@ def plot_history(history: list[dict[str, float]], path: Path) -> None:
     names = list(dict.fromkeys(key.removeprefix("val_") for key in keys))  # ssim, psnr... are validation-only
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    figure = Figure(figsize=(4.2 * columns, 3.0 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     epochs = np.arange(1, len(history) + 1)
     for axis, name in zip(axes.flat, names):
         for key, label, colour in ((name, "train", "C0"), (f"val_{name}", "validation", "C1")):
@@ -33,13 +34,13 @@ def plot_history(history: list[dict[str, float]], path: Path) -> None:
         axis.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, path: Path, title: str = "") -> None:
     """Rows: originals, reconstructions, |difference|; images (n, H, W, 1) in [0, 1]."""
     count = len(originals)
-    figure, axes = plt.subplots(3, count, figsize=(1.9 * count, 6.1), squeeze=False)
+    figure = Figure(figsize=(1.9 * count, 6.1))
+    axes = figure.subplots(3, count, squeeze=False)
     rows = [("original", originals, 1.0), ("reconstruction", reconstructions, 1.0),
             ("|error| x4", np.abs(originals - reconstructions) * 4, 1.0)]
     for row, (label, images, vmax) in enumerate(rows):
@@ -53,7 +54,58 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
         figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
+
+
+def code_colours(num_embeddings: int) -> matplotlib.colors.ListedColormap:
+    """One colour per code index, shuffled (seed 0) so that neighbouring regions with different codes contrast:
+    indices are categories, not intensities, and index 7 is no closer to 8 than to 200."""
+    colours = matplotlib.colormaps["turbo"](np.linspace(0.0, 1.0, num_embeddings))
+    return matplotlib.colors.ListedColormap(colours[np.random.default_rng(0).permutation(num_embeddings)])
+
+
+def plot_code_maps(originals: np.ndarray, codes: np.ndarray, num_embeddings: int, path: Path,
+                   title: str = "") -> None:
+    """Rows: images (n, H, W, 1) in [0, 1], and their code-index maps (n, h, w), each code in its own colour."""
+    count = len(originals)
+    figure = Figure(figsize=(1.9 * count, 4.2))
+    axes = figure.subplots(2, count, squeeze=False)
+    colours = code_colours(num_embeddings)
+    for column in range(count):
+        axes[0, column].imshow(originals[column, ..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axes[1, column].imshow(codes[column], cmap=colours, vmin=-0.5, vmax=num_embeddings - 0.5,
+                               interpolation="nearest")
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axes[0, 0].set_ylabel("original")
+    axes[1, 0].set_ylabel(f"codes ({codes.shape[1]}x{codes.shape[2]})")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def plot_codebook_usage(codes: np.ndarray, num_embeddings: int, path: Path, title: str = "") -> None:
+    """How often each of the codebook's entries occurs in code maps (n, h, w): by index, and ranked by frequency
+    (a flat ranked curve means an evenly used codebook; a cliff, a few codes doing all the work)."""
+    counts = np.bincount(codes.ravel(), minlength=num_embeddings)
+    share = counts / counts.sum()
+    figure = Figure(figsize=(10.0, 3.2))
+    by_index, ranked = figure.subplots(1, 2)
+    by_index.bar(np.arange(num_embeddings), share, width=1.0, color="C0")
+    by_index.set_xlabel("code index")
+    by_index.set_ylabel("share of code positions")
+    by_index.set_xlim(-0.5, num_embeddings - 0.5)
+    ranked.plot(np.arange(1, num_embeddings + 1), np.sort(share)[::-1], color="C0")
+    ranked.axhline(1.0 / num_embeddings, color="C1", linestyle="--", label="uniform")
+    ranked.set_xlabel("rank")
+    ranked.set_yscale("log")
+    ranked.legend()
+    for axis in (by_index, ranked):
+        axis.grid(alpha=0.3)
+    figure.suptitle(title or f"{np.count_nonzero(counts)} of {num_embeddings} codes used")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
 
 
 def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> None:
@@ -61,7 +113,8 @@ def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> 
     rows = -(-len(images) // columns)
     title_height = 0.4 if title else 0.0  # inches kept free above the grid for the title
     height = 1.6 * rows + title_height
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, height), squeeze=False)
+    figure = Figure(figsize=(1.6 * columns, height))
+    axes = figure.subplots(rows, columns, squeeze=False)
     vmax = 255 if images.dtype == np.uint8 else 1.0
     for axis in axes.flat:
         axis.axis("off")
@@ -71,4 +124,3 @@ def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> 
         figure.suptitle(title, fontsize=10)
     figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - title_height / height))
     figure.savefig(path, dpi=100)
-    plt.close(figure)

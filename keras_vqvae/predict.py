@@ -62,7 +62,7 @@ def reconstruct_command(arguments) -> None:
     dataset = make_dataset(slices, config.image_size, arguments.batch_size)
     metrics = vqvae.evaluate(dataset, return_dict=True, verbose=0 if arguments.quiet else 1)
     originals = np.concatenate([batch.numpy() for batch in dataset]) + 0.5
-    reconstructions = apply_in_batches(vqvae.reconstruct, dataset) + 0.5
+    reconstructions = apply_in_batches(vqvae.reconstruct, dataset, verbose=0 if arguments.quiet else 1) + 0.5
     for path, image in zip(slices.files, reconstructions):
         _write_png(image, out / Path(path).with_suffix(".png").name)
     figures = {name: float(metrics[name]) for name in ("ssim", "brain_ssim", "psnr")}

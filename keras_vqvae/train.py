@@ -257,8 +257,7 @@ def _train_vqvae(config: TrainConfig, slices, images: dict, verbose) -> tuple[VQ
     model.save(run / MODEL_FILE)
     _write_history_csv(history, run / "history.csv")
     results = {**_timing(history, len(slices.train), "images"),
-               "validate": model.evaluate(images["validate"], return_dict=True, verbose=0),
-               "test": model.evaluate(images["test"], return_dict=True, verbose=0)}
+               **_evaluate(model, {split: images[split] for split in ("validate", "test")}, verbose)}
     _plot_vqvae(model, history, images["test"], results["test"], run / "plots")
     return model, results
 
@@ -266,18 +265,35 @@ def _train_vqvae(config: TrainConfig, slices, images: dict, verbose) -> tuple[VQ
 def _plot_vqvae(model: VQVAE, history, test_data, test_metrics, folder: Path) -> None:
     folder.mkdir(exist_ok=True)
     plots.plot_history(history, folder / "loss.png")
-    images = np.concatenate([batch.numpy() for batch in test_data])
-    chosen = images[np.linspace(0, len(images) - 1, 8).astype(int)]  # spread over subjects and slice positions
-    reconstructions = np.clip(model.reconstruct(chosen).numpy() + 0.5, 0.0, 1.0)
+    images = np.concatenate([batch.numpy() for batch in test_data]) + 0.5  # (N, H, W, 1) in [0, 1]
+    chosen = np.linspace(0, len(images) - 1, 8).astype(int)  # spread over subjects and slice positions
+    reconstructions = np.clip(model.reconstruct(images[chosen] - 0.5).numpy() + 0.5, 0.0, 1.0)
     title = (f"test: SSIM {test_metrics['ssim']:.3f}, brain SSIM {test_metrics['brain_ssim']:.3f}, "
              f"PSNR {test_metrics['psnr']:.1f} dB")
-    plots.plot_reconstructions(chosen + 0.5, reconstructions, folder / "reconstructions.png", title)
+    plots.plot_reconstructions(images[chosen], reconstructions, folder / "reconstructions.png", title)
+    codes = encode_images(model, test_data, verbose=0)  # (N, h, w)
+    num_embeddings = model.quantizer.num_embeddings
+    plots.plot_code_maps(images[chosen], codes[chosen], num_embeddings, folder / "code_maps.png",
+                         f"test slices and their code indices, one colour per code (of {num_embeddings})")
+    plots.plot_codebook_usage(codes, num_embeddings, folder / "codebook_usage.png",
+                              f"codebook usage on test: {np.count_nonzero(np.bincount(codes.ravel()))} of "
+                              f"{num_embeddings} codes used, perplexity {test_metrics['perplexity']:.1f}")
 
 
 def encode_images(vqvae: VQVAE, dataset, verbose: int = 1) -> np.ndarray:
     """Code maps (N, h, w) int32 of every batch of images in `dataset`; progress as keras.utils.Progbar's `verbose`
     (0 silent, 1 a bar, 2 a line at the end)."""
     return apply_in_batches(vqvae.encode, dataset, verbose)
+
+
+def _evaluate(model: keras.Model, splits: dict, verbose) -> dict[str, dict[str, float]]:
+    """model.evaluate on each named dataset of `splits`, each announced and with a progress bar unless verbose is 0."""
+    results = {}
+    for split, dataset in splits.items():
+        if verbose:
+            print(f"evaluating {model.name} on the {split} split")
+        results[split] = model.evaluate(dataset, return_dict=True, verbose=_progress(verbose))
+    return results
 
 
 def _progress(verbose) -> int:
@@ -292,7 +308,8 @@ def _code_maps(config: TrainConfig, slices, vqvae: VQVAE, vqvae_epochs: int, ver
         with np.load(path) as saved:
             if int(saved["vqvae_epochs"]) == vqvae_epochs:
                 return {split.name: saved[split.name] for split in slices.splits()}
-    print(f"encoding every split into code maps with the VQ-VAE (kept in {path})")
+    if verbose:
+        print(f"encoding every split into code maps with the VQ-VAE (kept in {path})")
     codes = {split.name: encode_images(vqvae, make_dataset(split, config.image_size, ENCODING_BATCH_SIZE,
                                                            cache="none"),  # one pass: nothing to keep
                                        verbose=_progress(verbose))
@@ -343,14 +360,14 @@ def _train_prior(config: TrainConfig, name: str, slices, images: dict, vqvae: VQ
     model.save(run / prior_file(name))
     _write_history_csv(history, run / f"{name}_history.csv")
     results = {**_timing(history, len(codes["train"]), "maps"),
-               "validate": model.evaluate(dataset("validate"), return_dict=True, verbose=0),
-               "test": model.evaluate(dataset("test"), return_dict=True, verbose=0)}
+               **_evaluate(model, {split: dataset(split) for split in ("validate", "test")}, verbose)}
 
     started = time.perf_counter()
     generated, _ = generate(vqvae, model, config.num_generated, seed=config.seed, temperature=config.temperature,
                             verbose=_progress(verbose))
     sampling_seconds = time.perf_counter() - started
-    print(f"comparing {len(generated)} generated slices with the test and training slices")
+    if verbose:
+        print(f"comparing {len(generated)} generated slices with the test and training slices")
     results["generation"] = {**generation_metrics(generated, test_images, train_images, seed=config.seed),
                              "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
     warning = collapse_warning(results["generation"])
@@ -381,10 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior", choices=PRIORS, default="pixelcnn",
                         help="which prior: the gated PixelCNN, or a DCGAN over latent maps; a run folder can hold "
                              "one of each, trained on the same VQ-VAE (default: pixelcnn)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or stage messages, for scripts: only notes, warnings and the final "
+                             "figures")
     cli.add_config_arguments(parser, TrainConfig)
     arguments = parser.parse_args(argv)
     config = cli.config_from_arguments(TrainConfig, arguments)
-    results = train(config, arguments.stage, arguments.prior, verbose=1 if sys.stdout.isatty() else 2)
+    verbose = 0 if arguments.quiet else 1 if sys.stdout.isatty() else 2
+    results = train(config, arguments.stage, arguments.prior, verbose=verbose)
     if "vqvae" in results and arguments.stage != "prior":
         test = results["vqvae"]["test"]
         print(f"VQ-VAE test: ssim {test['ssim']:.4f}, brain_ssim {test['brain_ssim']:.4f}, psnr {test['psnr']:.2f} dB, "

@@ -33,12 +33,16 @@ def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
     assert "VQ-VAE test: ssim" in out and "generation: generated_test_ssim" in out
     assert any(line.startswith("pixelcnn test: ") and "nll" in line for line in out.splitlines())
     for name in ("config.json", "vqvae.keras", "metrics.json", "history.csv", "plots/loss.png",
-                 "plots/reconstructions.png", "checkpoints/state.json", "checkpoints/epoch_002.keras",
+                 "plots/reconstructions.png", "plots/code_maps.png", "plots/codebook_usage.png",
+                 "checkpoints/state.json", "checkpoints/epoch_002.keras",
                  "codes.npz", "pixelcnn.keras", "pixelcnn_history.csv", "pixelcnn_checkpoints/epoch_002.keras",
                  "plots/pixelcnn_loss.png", "plots/pixelcnn_samples.png", "saved_model/saved_model.pb",
                  "saved_model/README.md"):
         assert (run / name).is_file(), name
     assert "exported the VQ-VAE and the pixelcnn as a SavedModel" in out
+    for stage in ("encoding every split into code maps", "evaluating vqvae on the test split",
+                  "evaluating gated_pixelcnn on the test split", "comparing 4 generated slices"):
+        assert stage in out, stage
     assert list((run / "logs" / "vqvae").rglob("events.out.tfevents.*"))
     assert list((run / "logs" / "pixelcnn").rglob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -88,8 +92,11 @@ def test_rerunning_a_finished_run_trains_no_more(tmp_path, capsys):
     assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
     checkpoints = [(run / folder / "epoch_001.keras").stat().st_mtime_ns for folder in ("checkpoints",
                                                                                         "pixelcnn_checkpoints")]
-    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
+    assert "evaluating" not in out and "step" not in out  # --quiet: no stage messages, no progress bars
+    assert "VQ-VAE test: ssim" in out  # but the figures
     assert f"resuming {run / 'checkpoints'} after epoch 1" in out
     assert f"resuming {run / 'pixelcnn_checkpoints'} after epoch 1" in out
     assert [(run / folder / "epoch_001.keras").stat().st_mtime_ns

@@ -233,7 +233,11 @@ class LatentDCGAN(keras.Model):
         """Code maps (num_samples, h, w) int32 from noise N(0, temperature^2 I) drawn with `seed`: the same seed
         gives the same maps. A temperature below 1 trades variety for typical maps (the truncation trick)."""
         noise = self.noise(num_samples, seed, temperature)
-        return apply_in_batches(lambda batch: self.snap(self(batch, training=False)), slices_of(noise, batch_size))
+        return apply_in_batches(self.codes_from_noise, slices_of(noise, batch_size))
+
+    def codes_from_noise(self, noise):
+        """Code maps (batch, h, w) int32 that the generator makes from noise (batch, noise_dim)."""
+        return self.snap(self(noise, training=False))
 
     def get_config(self):
         return {**super().get_config(), "quantizer": keras.saving.serialize_keras_object(self.quantizer),
