@@ -3,13 +3,16 @@ at 128x128 and 256x256 slices, for the default configuration, with XLA, and with
 
     python benchmarks/train_throughput.py                 # every case, each in its own process
     python benchmarks/train_throughput.py --steps 40 --sizes 128
+    python benchmarks/train_throughput.py --repeats 3 --variants default xla    # medians of three runs each
     python benchmarks/train_throughput.py --overhead      # what Python costs around the compiled steps
 
 Each case builds the model of the default TrainConfig at that image size (a prior over that VQ-VAE's code grid,
 32x32 or 64x64), warms up with `--warmup` steps (tracing and, with XLA, compiling) and then times `--steps` training
 steps through `fit` on random batches: throughput does not depend on the pixel values. Mixed precision is bfloat16
 on a CPU and float16 on a GPU. Peak memory is the process's peak resident set on a CPU, TensorFlow's peak
-allocation on a GPU. Progress goes to stderr and the JSON alone to stdout.
+allocation on a GPU. On a shared machine one run can read twice as fast as the next: `--repeats` runs every case
+that many times, in rounds, and reports the median with every run's figure. Progress goes to stderr and the JSON
+alone to stdout.
 
 `--overhead` measures instead what runs in Python around the compiled work: milliseconds per step that `fit` adds
 to calling its compiled training function directly (on a tiny VQ-VAE, where the step itself costs almost nothing),
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -112,6 +116,16 @@ def measure_overhead(steps: int, warmup: int) -> dict:
             "encode_calls": calls}
 
 
+def summary(model: str, size: int, variant: str, runs: list[dict]) -> dict:
+    """One case over its repeated runs: the median throughput, every run's, and the highest peak memory."""
+    if not runs:
+        return {"model": model, "image_size": size, "variant": variant, "failed": True}
+    rates = sorted(run["examples_per_second"] for run in runs)
+    return {**runs[0], "examples_per_second": statistics.median(rates), "runs_examples_per_second": rates,
+            "seconds_per_step": statistics.median(run["seconds_per_step"] for run in runs),
+            "peak_memory_mib": max(run["peak_memory_mib"] for run in runs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/train_throughput.py",
                                      description=__doc__.split("\n\n")[0])
@@ -120,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="image sizes (default: 128 256)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of every case, in rounds; the median is reported, every run beside it (default: 1)")
     parser.add_argument("--overhead", action="store_true",
                         help="measure Python's overhead around the compiled steps instead (use --steps 300 or more)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SIZE", "VARIANT"), help=argparse.SUPPRESS)
@@ -132,19 +148,20 @@ def main(argv: list[str] | None = None) -> int:
         overhead = measure_overhead(arguments.steps, arguments.warmup)
         print(json.dumps({"benchmark": "train_overhead", **overhead, "hardware": hardware.describe()}, indent=2))
         return 0
-    cases = []
-    for model in arguments.models:
-        for size in arguments.sizes:
-            for variant in arguments.variants:
-                print(f"{model} at {size}x{size}, {variant}", file=sys.stderr)
-                result = subprocess.run([sys.executable, __file__, "--one", model, str(size), variant,
-                                         "--steps", str(arguments.steps), "--warmup", str(arguments.warmup)],
-                                        capture_output=True, text=True)
-                if result.returncode:
-                    print(result.stderr[-2000:], file=sys.stderr)
-                    cases.append({"model": model, "image_size": size, "variant": variant, "failed": True})
-                else:
-                    cases.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    wanted = [(model, size, variant) for model in arguments.models for size in arguments.sizes
+              for variant in arguments.variants]
+    runs = {case: [] for case in wanted}
+    for repeat in range(arguments.repeats):  # rounds over every case, so that a slow spell hits one run of each
+        for model, size, variant in wanted:
+            print(f"round {repeat + 1}: {model} at {size}x{size}, {variant}", file=sys.stderr)
+            result = subprocess.run([sys.executable, __file__, "--one", model, str(size), variant,
+                                     "--steps", str(arguments.steps), "--warmup", str(arguments.warmup)],
+                                    capture_output=True, text=True)
+            if result.returncode:
+                print(result.stderr[-2000:], file=sys.stderr)
+            else:
+                runs[model, size, variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
+    cases = [summary(model, size, variant, runs[model, size, variant]) for model, size, variant in wanted]
     print(json.dumps({"benchmark": "train_throughput", "cases": cases, "hardware": hardware.describe()}, indent=2))
     return 0
 
