@@ -32,11 +32,13 @@ PRECISIONS = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_b
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy called `name` (see the module's docstring)."""
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical devices only: listing logical ones starts TensorFlow's runtime, after which collective ops (the
+    # multi-worker strategy's) can no longer be configured.
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "one-device":
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
@@ -48,7 +50,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         except json.JSONDecodeError as error:
             raise InputError(f"TF_CONFIG is not JSON ({error}): set it to the cluster description that "
                              f"tf.distribute.MultiWorkerMirroredStrategy reads")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as error:  # TensorFlow already ran something in this process
+            raise InputError(f"--strategy multi-worker must be set up before TensorFlow runs anything ({error}): "
+                             f"start training in a fresh process") from None
     if name == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -58,6 +64,24 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise InputError(f"--strategy tpu found no TPU ({error}): run on a TPU machine, or pick another strategy")
         return tf.distribute.TPUStrategy(resolver)
     raise InputError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def step_logs(metrics) -> dict:
+    """What a custom train_step or test_step returns: each metric's result by name, in the shape Keras' fit can
+    reduce under every strategy. Across several workers Keras 3 averages step results along an axis 0, which
+    scalars lack (tensorflow/tensorflow#72388), so there each result gets that axis and loses it in the average."""
+    logs = {metric.name: metric.result() for metric in metrics}
+    if _across_workers(tf.distribute.get_strategy()):
+        logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
+def _across_workers(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several worker processes (the case Keras reduces differently)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    cluster = strategy.cluster_resolver.cluster_spec()
+    return sum(cluster.num_tasks(job) for job in cluster.jobs) > 1
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_vqvae import metrics
+from keras_vqvae.distribute import step_logs
 from keras_vqvae.networks import Decoder, Encoder
 from keras_vqvae.quantizer import VectorQuantizer
 
@@ -107,7 +108,7 @@ class VQVAE(keras.Model):
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         self._track(losses, indices)
-        return {m.name: m.result() for m in self.metrics if m not in self.image_metrics.values()}
+        return step_logs(m for m in self.metrics if m not in self.image_metrics.values())
 
     def test_step(self, data):
         images = keras.utils.unpack_x_y_sample_weight(data)[0]
@@ -119,7 +120,7 @@ class VQVAE(keras.Model):
         self.image_metrics["ssim"].update_state(ssim)
         self.image_metrics["brain_ssim"].update_state(brain_ssim, sample_weight=has_brain)
         self.image_metrics["psnr"].update_state(metrics.psnr(originals, reconstructed))
-        return {m.name: m.result() for m in self.metrics}
+        return step_logs(self.metrics)
 
     def get_config(self):
         return {**super().get_config(), "data_variance": self.data_variance,

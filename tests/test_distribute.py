@@ -5,11 +5,17 @@ Runs in a subprocess: the CPU can only be split into logical devices before Tens
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
+
+from keras_vqvae import VQVAE, GatedPixelCNN
+from conftest import TINY
 
 SCRIPT = """
 import json, numpy as np, tensorflow as tf
@@ -86,3 +92,36 @@ def test_one_mirrored_step_over_two_replicas_matches_one_step_on_one_device(mode
     assert report["replicas"] == 2
     assert report["largest_change"] > 1e-3  # the step did move the weights...
     assert report["largest_difference"] < 1e-5, report  # ...by the same amount with two replicas
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_workers_on_this_machine_train_one_run_in_step(tmp_path):
+    """`--strategy multi-worker` as the README launches it, with both workers on localhost: both finish, and their
+    VQ-VAEs and PixelCNNs are the same model (every update was all-reduced)."""
+    repo = Path(__file__).resolve().parents[1]
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        environment = {**os.environ, "PYTHONPATH": str(repo),
+                       "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "keras_vqvae.train", *TINY, "--epochs", "1", "--strategy", "multi-worker",
+             "--quiet", "--run-dir", str(tmp_path / f"worker{index}")],
+            env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for worker in workers:
+        _, errors = worker.communicate(timeout=600)
+        assert worker.returncode == 0, errors[-2000:]
+    for model, kind in (("vqvae.keras", VQVAE), ("pixelcnn.keras", GatedPixelCNN)):
+        first, second = (keras.saving.load_model(tmp_path / f"worker{index}" / model) for index in (0, 1))
+        assert isinstance(first, kind) and isinstance(second, kind)
+        for a, b in zip(first.weights, second.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{model}: {a.path}")

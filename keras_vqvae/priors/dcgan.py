@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.batching import apply_in_batches, slices_of
+from keras_vqvae.distribute import step_logs
 from keras_vqvae.quantizer import VectorQuantizer
 
 SNAPPING = ("nearest", "binned")
@@ -208,7 +209,7 @@ class LatentDCGAN(keras.Model):
         for name, value in {"generator_loss": generator_loss, "discriminator_loss": discriminator_loss,
                             **scores}.items():
             self.trackers[name].update_state(value)
-        return {m.name: m.result() for m in self.metrics}
+        return step_logs(self.metrics)
 
     def train_step(self, data):
         """One simultaneous update of both networks from one batch of real code maps and as many noise vectors."""

@@ -11,6 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_vqvae.distribute import step_logs
 from keras_vqvae.priors.distribution import code_distribution
 
 
@@ -231,7 +232,7 @@ class GatedPixelCNN(keras.Model):
         self.loss_tracker.update_state(loss)
         self.nll_tracker.update_state(loss / math.log(2.0))
         self.accuracy.update_state(codes, logits)
-        return {m.name: m.result() for m in self.metrics}
+        return step_logs(self.metrics)
 
     def train_step(self, data):
         codes, labels = self._unpack(data)
