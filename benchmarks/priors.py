@@ -21,8 +21,8 @@ from pathlib import Path
 
 import hardware
 from keras_vqvae import cli
-from keras_vqvae.config import TrainConfig
-from keras_vqvae.train import train
+from keras_vqvae.training import TrainConfig
+from keras_vqvae.training import train
 
 VARIANTS = (("pixelcnn", {}), ("dcgan_binned", {"dcgan_snapping": "binned"}),
             ("dcgan_nearest", {"dcgan_snapping": "nearest"}))
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         prior = variant.split("_")[0]
         stage = "all" if index == 0 else "prior"  # the VQ-VAE once
         with contextlib.redirect_stdout(sys.stderr):  # progress on stderr, so that stdout is the JSON alone
-            results = train(dataclasses.replace(config, **settings), stage=stage, prior=prior, verbose=2)
+            results = train(dataclasses.replace(config, prior=prior, **settings), stage=stage, verbose=2)
         shutil.copy(config.run_path / "plots" / f"{prior}_samples.png", grids / f"{variant}_samples.png")
         section = results[prior]
         priors[variant] = {

@@ -15,8 +15,8 @@ import sys
 
 import hardware
 from keras_vqvae import cli
-from keras_vqvae.config import TrainConfig
-from keras_vqvae.train import train
+from keras_vqvae.training import TrainConfig
+from keras_vqvae.training import train
 
 
 @cli.main_with_errors

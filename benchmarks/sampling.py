@@ -21,8 +21,9 @@ import time
 import tensorflow as tf
 
 import hardware
-from keras_vqvae.config import TrainConfig
+from keras_vqvae.training import TrainConfig
 from keras_vqvae.priors import CachedSampler, CompiledSampler, GatedPixelCNN, ReferenceSampler
+from keras_vqvae.priors.sampler import sample_seeds
 
 
 class _StretchDone(Exception):
@@ -43,7 +44,7 @@ def seconds_per_position(sampler, batch_size: int, positions: int) -> tuple[floa
             raise _StretchDone
 
     try:
-        sampler._sample_batch(batch_size, tf.constant([0, 0]), tf.constant(1.0), None, advance)
+        sampler._draw(sample_seeds(0, 0, batch_size), tf.constant(1.0), None, advance)
     except _StretchDone:
         pass
     timed = sum(count for _, count in marks[1:])  # the first stretch (tracing, warm-up) is not timed

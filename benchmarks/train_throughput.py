@@ -41,9 +41,10 @@ def measure(model_name: str, size: int, variant: str, steps: int, warmup: int) -
     import numpy as np
     import tensorflow as tf
 
-    from keras_vqvae.config import TrainConfig
-    from keras_vqvae.distribute import precision
-    from keras_vqvae.train import build_dcgan, build_pixelcnn, build_vqvae
+    from keras_vqvae.priors import PRIOR_KINDS, PriorContext
+    from keras_vqvae.training import TrainConfig
+    from keras_vqvae.training.builders import build_prior, build_vqvae
+    from keras_vqvae.training.distribute import precision
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     policy = ("float16" if gpu else "bfloat16") if variant == "mixed_precision" else "off"
@@ -55,14 +56,14 @@ def measure(model_name: str, size: int, variant: str, steps: int, warmup: int) -
             data = rng.uniform(-0.5, 0.5, (batch_size, size, size, 1)).astype("float32")
             model = build_vqvae(config, data_variance=0.1, steps_per_epoch=warmup + steps)
         else:
-            batch_size = config.pixelcnn_batch_size if model_name == "pixelcnn" else config.dcgan_batch_size
+            kind = PRIOR_KINDS[model_name]
+            batch_size = config.prior_settings(kind).batch_size
             side = size // config.downsampling
             data = rng.integers(0, config.num_embeddings, (batch_size, side, side)).astype("int32")
-            if model_name == "pixelcnn":
-                model = build_pixelcnn(config, (side, side), num_classes=0, steps_per_epoch=warmup + steps)
-            else:
-                quantizer = build_vqvae(config, data_variance=0.1, steps_per_epoch=1).quantizer
-                model = build_dcgan(config, quantizer, (side, side))
+            context = PriorContext(vqvae=build_vqvae(config, data_variance=0.1, steps_per_epoch=1),
+                                   grid_shape=(side, side), num_classes=0, steps_per_epoch=warmup + steps,
+                                   real_images=np.zeros((0, size, size, 1), "float32"), seed=0)
+            model = build_prior(config, kind, context)
         model.jit_compile = variant == "xla"
         batches = tf.data.Dataset.from_tensors(data).repeat()
         model.fit(batches, steps_per_epoch=warmup, epochs=1, verbose=0)  # tracing, compiling
@@ -84,8 +85,8 @@ def measure_overhead(steps: int, warmup: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from keras_vqvae.config import TrainConfig
-    from keras_vqvae.train import build_vqvae
+    from keras_vqvae.training import TrainConfig
+    from keras_vqvae.training.builders import build_vqvae
 
     def seconds_per_call(function, calls):
         started = time.perf_counter()

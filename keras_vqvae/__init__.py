@@ -1,7 +1,8 @@
 """keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices, in TensorFlow / Keras 3.
 
 Pipeline: data -> Encoder -> VectorQuantizer -> Decoder, trained as one `VQVAE` model with `fit`; then
-codes -> prior (GatedPixelCNN with a sampler, or LatentDCGAN) -> Decoder, for new slices.
+codes -> prior (GatedPixelCNN or LatentDCGAN) -> its sampler -> Decoder, for new slices. Training runs, run folders
+and their configuration are in `keras_vqvae.training`; the SavedModel export in `keras_vqvae.savedmodel`.
 """
 
 import os
@@ -17,20 +18,22 @@ if keras.backend.backend() != "tensorflow":
 from keras_vqvae.data import (load_slices, make_code_dataset, make_dataset, pixel_variance, read_folder,  # noqa: E402
                               read_images, synthetic_slices)
 from keras_vqvae.errors import InputError  # noqa: E402
-from keras_vqvae.generation import DiversityMonitor, generate  # noqa: E402
-from keras_vqvae.metrics import (CodebookUsage, Perplexity, brain_ssim, diversity_ms_ssim,  # noqa: E402
-                                 generation_metrics, pairwise_ms_ssim, pairwise_ssim, psnr, ssim)
-from keras_vqvae.networks import Decoder, Encoder, ResidualBlock  # noqa: E402
-from keras_vqvae.priors import (CachedSampler, CompiledSampler, GatedPixelCNN, LatentDCGAN,  # noqa: E402
-                                ReferenceSampler, make_sampler)
-from keras_vqvae.quantizer import VectorQuantizer  # noqa: E402
-from keras_vqvae.vqvae import VQVAE  # noqa: E402
+from keras_vqvae.metrics.codebook import CodebookUsage, Perplexity  # noqa: E402
+from keras_vqvae.metrics.generation import (diversity_ms_ssim, generation_metrics, pairwise_ms_ssim,  # noqa: E402
+                                            pairwise_ssim)
+from keras_vqvae.metrics.image import brain_ssim, psnr, ssim  # noqa: E402
+from keras_vqvae.models.networks import Decoder, Encoder, ResidualBlock  # noqa: E402
+from keras_vqvae.models.quantizer import VectorQuantizer  # noqa: E402
+from keras_vqvae.models.vqvae import VQVAE  # noqa: E402
+from keras_vqvae.priors import (CachedSampler, CompiledSampler, DiversityMonitor, GatedPixelCNN,  # noqa: E402
+                                LatentDCGAN, NoiseSampler, ReferenceSampler, make_sampler)
+from keras_vqvae.priors.generation import generate  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "VectorQuantizer", "Encoder", "Decoder", "ResidualBlock", "VQVAE",
-    "GatedPixelCNN", "ReferenceSampler", "CompiledSampler", "CachedSampler", "make_sampler", "LatentDCGAN",
-    "generate", "DiversityMonitor",
+    "GatedPixelCNN", "ReferenceSampler", "CompiledSampler", "CachedSampler", "LatentDCGAN", "NoiseSampler",
+    "make_sampler", "generate", "DiversityMonitor",
     "load_slices", "read_folder", "read_images", "synthetic_slices", "make_dataset", "make_code_dataset",
     "pixel_variance",
     "ssim", "psnr", "brain_ssim", "pairwise_ssim", "pairwise_ms_ssim", "diversity_ms_ssim",

@@ -9,6 +9,7 @@ import sys
 from typing import Callable
 
 from keras_vqvae.errors import InputError
+from keras_vqvae.settings import flag, shown
 
 USAGE_ERROR = 2
 
@@ -36,18 +37,16 @@ def argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
 def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
     """One flag per field of `config_class`: --field-name, typed by its default, with the field's help text."""
     for field in dataclasses.fields(config_class):
-        flag, help = f"--{field.name.replace('_', '-')}", field.metadata["help"].replace("%", "%%")
-        default = field.default
+        help, default = field.metadata["help"].replace("%", "%%"), field.default
         if isinstance(default, bool):  # a switch, off unless given
-            parser.add_argument(flag, dest=field.name, action="store_true", help=help)
+            parser.add_argument(flag(field.name), dest=field.name, action="store_true", help=help)
             continue
         parse = argument_type(field.metadata["parse"]) if "parse" in field.metadata else (
             str if default is None else type(default))
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         choices = field.metadata.get("choices")
-        parser.add_argument(flag, dest=field.name, type=parse, default=default, choices=choices,
+        parser.add_argument(flag(field.name), dest=field.name, type=parse, default=default, choices=choices,
                             metavar=None if choices else field.name.upper(),  # argparse then lists the choices
-                            help=help if default is None else f"{help} (default: {shown})")
+                            help=help if default is None else f"{help} (default: {shown(default)})")
 
 
 def config_from_arguments(config_class, arguments: argparse.Namespace):

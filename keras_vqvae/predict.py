@@ -1,8 +1,8 @@
 """`python -m keras_vqvae.predict RUN_DIR`: new slices from a trained run's prior, or reconstructions of your slices.
 
 Sampling (the default) draws code maps from one of the run's priors (--prior pixelcnn or dcgan), decodes them with its
-VQ-VAE and writes
-sample_NNN.png (8-bit grayscale at the model's size), codes.npy and grid.png into --out. With --reconstruct FOLDER it
+VQ-VAE and writes sample_NNN.png (8-bit grayscale at the model's size), codes.npy and grid.png into --out; the same
+seed gives the slices the run's SavedModel samples for it. With --reconstruct FOLDER it
 instead passes every slice of FOLDER through the VQ-VAE, writes the reconstructions under their own names with a
 comparison figure, and reports SSIM, brain SSIM and PSNR.
 """
@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from keras_vqvae import cli, plots
+from keras_vqvae import cli
 from keras_vqvae.batching import apply_in_batches
 from keras_vqvae.data import make_dataset, read_images
 from keras_vqvae.errors import InputError
-from keras_vqvae.generation import generate
-from keras_vqvae.priors import SAMPLERS
-from keras_vqvae.runs import PRIORS, load_run
+from keras_vqvae.priors import PRIOR_KINDS
+from keras_vqvae.priors.generation import generate
+from keras_vqvae.training import plots
+from keras_vqvae.training.run_folder import RunFolder
 
-DEFAULT_SAMPLER = "cached"
+SAMPLER_NAMES = list(dict.fromkeys(sampler.name for kind in PRIOR_KINDS.values() for sampler in kind.samplers))
 
 
 def _write_png(image: np.ndarray, path: Path) -> None:
@@ -33,14 +34,16 @@ def _write_png(image: np.ndarray, path: Path) -> None:
 
 
 def sample_command(arguments) -> None:
-    if arguments.prior == "dcgan" and arguments.sampler is not None:
-        raise InputError("--sampler chooses how the PixelCNN draws codes one by one; the DCGAN makes a whole map at "
-                         "once: leave --sampler out")
-    config, vqvae, prior = load_run(arguments.run_dir, arguments.prior)
+    kind = PRIOR_KINDS[arguments.prior]
+    if arguments.sampler is not None and arguments.sampler not in {sampler.name for sampler in kind.samplers}:
+        raise InputError(f"--sampler {arguments.sampler} is not a sampler of the {kind.name} prior, whose samplers are "
+                         f"{', '.join(sampler.name for sampler in kind.samplers)}: pick one of them, or leave "
+                         f"--sampler out")
+    config, vqvae, prior = RunFolder(arguments.run_dir).load(arguments.prior)
     out = Path(arguments.out or Path(arguments.run_dir) / "samples")
     out.mkdir(parents=True, exist_ok=True)
     images, codes = generate(vqvae, prior, arguments.num_samples, arguments.seed, arguments.temperature,
-                             arguments.condition, arguments.sampler or DEFAULT_SAMPLER, arguments.batch_size,
+                             arguments.condition, arguments.sampler, arguments.batch_size,
                              verbose=0 if arguments.quiet else 1)
     for index, image in enumerate(images):
         _write_png(image, out / f"sample_{index:03d}.png")
@@ -53,7 +56,7 @@ def sample_command(arguments) -> None:
 
 
 def reconstruct_command(arguments) -> None:
-    config, vqvae, _ = load_run(arguments.run_dir)
+    config, vqvae, _ = RunFolder(arguments.run_dir).load()
     slices, notes = read_images(arguments.reconstruct)
     for note in notes:
         print(f"note: {note}")
@@ -80,17 +83,21 @@ def reconstruct_command(arguments) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m keras_vqvae.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by python -m keras_vqvae.train")
-    parser.add_argument("--prior", choices=PRIORS, default="pixelcnn",
-                        help="which of the run's priors generates: the gated PixelCNN or the DCGAN (default: pixelcnn)")
+    parser.add_argument("--prior", choices=list(PRIOR_KINDS), default="pixelcnn",
+                        help="which of the run's priors generates: " + "; ".join(
+                            f"{kind.name}, {kind.description}" for kind in PRIOR_KINDS.values()) + " (default: pixelcnn)")
     parser.add_argument("--num-samples", type=int, default=16, help="how many slices to generate (default: 16)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed, batch size and temperature "
-                                                            "give the same slices (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed and temperature give the same "
+                                                            "slices, whatever the batch size (default: 0)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="sampling temperature: below 1 favours likely codes, above 1 flattens them; for the "
                              "DCGAN, the scale of its noise (default: 1)")
-    parser.add_argument("--sampler", choices=list(SAMPLERS), default=None,
-                        help=f"how the PixelCNN draws codes; all draw the same codes, 'cached' by far the fastest "
-                             f"(default: {DEFAULT_SAMPLER})")
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
+                        help="how the prior draws codes: " + "; ".join(
+                            f"the {kind.name} prior's {', '.join(sampler.name for sampler in kind.samplers)}"
+                            for kind in PRIOR_KINDS.values()) + "; a prior's samplers all draw the same codes "
+                        "(default: the fastest, " + ", ".join(
+                            f"{kind.default_sampler} for {kind.name}" for kind in PRIOR_KINDS.values()) + ")")
     parser.add_argument("--condition", type=int, default=None,
                         help="slice position to generate, for a prior trained with --condition slice "
                              "(default: spread over positions, or none)")

@@ -4,7 +4,9 @@ import pytest
 import tensorflow as tf
 
 from keras_vqvae import LatentDCGAN, VectorQuantizer
-from keras_vqvae.generation import DiversityMonitor, collapse_warning
+from keras_vqvae.metrics.generation import collapse_warning
+from keras_vqvae.priors import DiversityMonitor, NoiseSampler
+from keras_vqvae.priors.sampler import sample_seeds
 from keras_vqvae.priors.dcgan import _doublings
 
 K, D, GRID = 16, 4, (8, 16)
@@ -31,11 +33,11 @@ def toy_codes(count=8, seed=1):
 @pytest.mark.parametrize("snapping, channels", [("nearest", D), ("binned", 1)])
 def test_shapes_of_both_networks_and_of_samples(snapping, channels):
     gan = small_gan(snapping)
-    maps = gan(gan.noise(3, seed=0))
+    maps = gan(gan.noise(3, seed=(0, 0)))
     assert maps.shape == (3, *GRID, channels)
     assert gan.discriminator(maps).shape == (3, 1)
     assert gan.real_maps(toy_codes(3)).shape == (3, *GRID, channels)
-    codes = gan.sample(5, seed=2, batch_size=2)
+    codes = NoiseSampler(gan).sample(5, seed=2, batch_size=2)
     assert codes.shape == (5, *GRID) and codes.dtype == np.int32
 
 
@@ -93,11 +95,15 @@ def test_binned_snapping_cuts_minus_one_to_one_into_even_bins():
     np.testing.assert_array_equal(gan.snap(maps).numpy()[0, 0, :8], [0, 0, 0, 1, K // 2, K - 1, K - 1, K - 1])
 
 
-def test_samples_depend_on_the_seed_only_and_temperature_scales_the_noise():
+def test_a_samples_codes_depend_on_the_seed_and_its_index_only_and_temperature_scales_the_noise():
     gan = small_gan()
-    np.testing.assert_array_equal(gan.sample(6, seed=3, batch_size=4), gan.sample(6, seed=3, batch_size=6))
-    assert not np.array_equal(gan.sample(6, seed=3), gan.sample(6, seed=4))
-    np.testing.assert_allclose(gan.noise(4, seed=1, temperature=0.5), 0.5 * gan.noise(4, seed=1).numpy(), rtol=1e-6)
+    sampler = NoiseSampler(gan)
+    np.testing.assert_array_equal(sampler.sample(6, seed=3, batch_size=4), sampler.sample(6, seed=3, batch_size=6))
+    np.testing.assert_array_equal(sampler.sample(4, seed=3, batch_size=1), sampler.sample(6, seed=3)[:4])
+    assert not np.array_equal(sampler.sample(6, seed=3), sampler.sample(6, seed=4))
+    seeds = sample_seeds(1, 0, 4)
+    noise = tf.stack([tf.random.stateless_normal([gan.noise_dim], seed=seed) for seed in seeds])  # (4, noise_dim)
+    np.testing.assert_array_equal(sampler.draw(seeds, 0.5), gan.codes_from_noise(0.5 * noise))
 
 
 def test_the_dcgan_round_trips_through_a_keras_file_with_both_optimizers(tmp_path):
@@ -107,7 +113,7 @@ def test_the_dcgan_round_trips_through_a_keras_file_with_both_optimizers(tmp_pat
     gan.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, LatentDCGAN) and loaded.get_config() == gan.get_config()
-    np.testing.assert_array_equal(loaded.sample(4, seed=9), gan.sample(4, seed=9))
+    np.testing.assert_array_equal(NoiseSampler(loaded).sample(4, seed=9), NoiseSampler(gan).sample(4, seed=9))
     for name in ("generator_optimizer", "discriminator_optimizer"):
         original, restored = getattr(gan, name), getattr(loaded, name)
         assert restored.iterations.numpy() == original.iterations.numpy() == 2

@@ -8,10 +8,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from keras_vqvae import export
-from keras_vqvae.priors import CachedSampler
-from keras_vqvae.runs import MODEL_FILE, prior_file
+from keras_vqvae import export, predict
+from keras_vqvae.priors import CachedSampler, NoiseSampler
+from keras_vqvae.training import RunFolder
 
 SIZE, GRID, K = 32, (8, 8), 16
 
@@ -48,8 +49,8 @@ def exported(trained_run, tmp_path_factory):
     """The tiny run's VQ-VAE and conditional PixelCNN, and their SavedModel, written by the command line."""
     out = tmp_path_factory.mktemp("export") / "saved_model"
     assert export.main([str(trained_run), "--out", str(out)]) == 0
-    vqvae = keras.saving.load_model(trained_run / MODEL_FILE)
-    prior = keras.saving.load_model(trained_run / prior_file("pixelcnn"))
+    vqvae = keras.saving.load_model(RunFolder(trained_run).model_path)
+    prior = keras.saving.load_model(RunFolder(trained_run).prior_path("pixelcnn"))
     return vqvae, prior, out
 
 
@@ -86,9 +87,25 @@ def test_the_dcgan_exports_its_sampling_too(trained_run, tmp_path):
     out = tmp_path / "dcgan_model"
     assert export.main([str(trained_run), "--out", str(out), "--prior", "dcgan"]) == 0
     model = tf.saved_model.load(str(out))
-    dcgan = keras.saving.load_model(trained_run / prior_file("dcgan"))
-    np.testing.assert_array_equal(model.sample(3, 7)["indices"], dcgan.sample(3, 7))
-    np.testing.assert_array_equal(model.sample(3, 7, 0.5)["indices"], dcgan.sample(3, 7, 0.5))
+    dcgan = keras.saving.load_model(RunFolder(trained_run).prior_path("dcgan"))
+    np.testing.assert_array_equal(model.sample(3, 7)["indices"], NoiseSampler(dcgan).sample(3, 7))
+    np.testing.assert_array_equal(model.sample(3, 7, 0.5)["indices"], NoiseSampler(dcgan).sample(3, 7, 0.5))
+
+
+@pytest.mark.parametrize("prior", ["pixelcnn", "dcgan"])
+def test_predict_and_the_saved_model_give_the_same_slices_for_a_seed_whatever_the_batch_size(trained_run, tmp_path,
+                                                                                                prior):
+    out = tmp_path / "saved_model"
+    assert export.main([str(trained_run), "--out", str(out), "--prior", prior]) == 0
+    model = tf.saved_model.load(str(out))
+    sampled = model.sample(5, 3, 0.8)  # all five at once
+    for batch_size in ("1", "2"):
+        predicted = tmp_path / f"predicted_{batch_size}"
+        assert predict.main([str(trained_run), "--prior", prior, "--num-samples", "5", "--seed", "3", "--temperature",
+                             "0.8", "--batch-size", batch_size, "--out", str(predicted), "--quiet"]) == 0
+        np.testing.assert_array_equal(np.load(predicted / "codes.npy"), sampled["indices"])
+        pngs = [np.asarray(Image.open(predicted / f"sample_{i:03d}.png")) for i in range(5)]
+        np.testing.assert_array_equal(pngs, np.round(sampled["images"].numpy()[..., 0] * 255))
 
 
 def test_an_export_without_a_prior_has_no_sample_endpoint(trained_run, tmp_path):

@@ -2,8 +2,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vqvae import CodebookUsage, Perplexity, brain_ssim, psnr, ssim
-from keras_vqvae.metrics import (MS_SSIM_POWER_FACTORS, brain_mask, generation_metrics, ms_ssim_scales,
-                                 pairwise_ms_ssim, pairwise_ssim)
+from keras_vqvae.metrics.generation import (MS_SSIM_POWER_FACTORS, generation_metrics, ms_ssim_scales,
+                                            pairwise_ms_ssim, pairwise_ssim)
+from keras_vqvae.metrics.image import brain_mask
 
 
 def brain_batch(subject_slices):

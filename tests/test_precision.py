@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_vqvae import VQVAE, Decoder, Encoder, GatedPixelCNN, VectorQuantizer
-from keras_vqvae.distribute import precision
+from keras_vqvae.training.distribute import precision
 from keras_vqvae.errors import InputError
 
 

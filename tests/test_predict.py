@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import write_slices
 from keras_vqvae import predict
-from keras_vqvae.config import TrainConfig
+from keras_vqvae.training import RunFolder, TrainConfig
 
 
 @pytest.fixture
@@ -76,7 +76,8 @@ def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_s
     (["--condition", "32"], "error: condition 32 is out of range: this prior knows conditions 0 to 31"),
     (["--temperature", "-1"], "error: the temperature must be positive, got -1.0"),
     (["--batch-size", "0"], "error: --batch-size 0 is out of range"),
-    (["--prior", "dcgan", "--sampler", "cached"], "error: --sampler chooses how the PixelCNN draws codes one by one"),
+    (["--prior", "dcgan", "--sampler", "cached"], "error: --sampler cached is not a sampler of the dcgan prior, whose "
+                                                   "samplers are noise: pick one of them, or leave --sampler out"),
     (["--prior", "dcgan", "--condition", "3"], "error: this prior was trained without a condition"),
 ])
 def test_bad_sampling_requests_give_one_line_and_status_2(run, capsys, arguments, message):
@@ -86,7 +87,7 @@ def test_bad_sampling_requests_give_one_line_and_status_2(run, capsys, arguments
 
 
 def test_a_run_folder_without_a_trained_vqvae_is_named(tmp_path, capsys):
-    TrainConfig(run_dir=str(tmp_path / "run")).save()
+    RunFolder(tmp_path / "run").write_config(TrainConfig(run_dir=str(tmp_path / "run")))
     assert predict.main([str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'run'} holds no trained VQ-VAE (vqvae.keras)")
 

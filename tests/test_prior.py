@@ -4,7 +4,9 @@ import pytest
 import tensorflow as tf
 
 from keras_vqvae import InputError
-from keras_vqvae.priors import SAMPLERS, GatedBlock, GatedPixelCNN, make_sampler
+from keras_vqvae.priors import PRIOR_KINDS, GatedBlock, GatedPixelCNN, make_sampler
+
+SAMPLERS = [sampler.name for sampler in PRIOR_KINDS["pixelcnn"].samplers]
 
 GRID = (5, 6)
 
@@ -63,6 +65,14 @@ def test_all_samplers_draw_exactly_the_same_codes(num_classes, condition):
     assert len(np.unique(drawn["reference"])) > 6  # a near-uniform prior at temperature 1.5 uses many codes
     for name in ("compiled", "cached"):
         np.testing.assert_array_equal(drawn[name], drawn["reference"], err_msg=name)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_samples_codes_depend_on_the_seed_and_its_index_only(name):
+    sampler = make_sampler(name, small_prior(num_classes=3, layers=2, kernel_size=3))
+    one_by_one = sampler.sample(3, seed=5, batch_size=1, condition=1)
+    np.testing.assert_array_equal(sampler.sample(3, seed=5, batch_size=3, condition=1), one_by_one)
+    np.testing.assert_array_equal(sampler.sample(2, seed=5, batch_size=2, condition=1), one_by_one[:2])
 
 
 def test_sampling_is_reproducible_and_depends_on_the_seed():

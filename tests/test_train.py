@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TINY
 from keras_vqvae import train
-from keras_vqvae.config import TrainConfig
+from keras_vqvae.training import RunFolder, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 GENERATION_METRICS = ("generated_test_ssim", "test_matched_above_0_6", "nearest_train_ssim", "real_nearest_train_ssim",
@@ -53,7 +53,7 @@ def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
     assert "synthetic" in metrics["data"]
     with np.load(run / "codes.npz") as codes:
         assert codes["train"].shape == (96, 8, 8) and codes["test"].shape == (32, 8, 8)
-    config = TrainConfig.load(run)
+    config = RunFolder(run).read_config()
     assert config.image_size == 32 and config.synthetic_subjects == (3, 1, 1)
     model = keras.saving.load_model(run / "vqvae.keras")
     assert model.encode(np.zeros((1, 32, 32, 1), np.float32)).shape == (1, 8, 8)
@@ -121,9 +121,11 @@ def test_the_prior_stage_continues_a_vqvae_run_and_restarts_when_the_vqvae_chang
 def test_a_dcgan_joins_the_pixelcnn_on_the_same_vqvae_and_resumes(tmp_path, capsys):
     run = tmp_path / "run"
     assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert RunFolder(run).read_config().prior == "pixelcnn"  # config.json records the prior trained
     capsys.readouterr()
     assert train.main([*TINY, "--epochs", "1", "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "2",
                        "--run-dir", str(run)]) == 0
+    assert RunFolder(run).read_config().prior == "dcgan"
     out = capsys.readouterr().out
     assert "encoding every split" not in out  # the same code maps
     assert any(line.startswith("dcgan test: ") and "discriminator_loss" in line for line in out.splitlines())
@@ -162,7 +164,16 @@ def test_changing_a_priors_settings_retrains_that_prior_only(tmp_path, capsys):
     assert (run / "dcgan_checkpoints_stale" / "epoch_001.keras").exists()
     assert (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns == vqvae_checkpoint
     assert keras.saving.load_model(run / "dcgan.keras").snapping == "binned"
-    assert TrainConfig.load(run).dcgan_snapping == "binned"
+    assert RunFolder(run).read_config().dcgan_snapping == "binned"
+
+
+def test_a_config_json_from_before_the_prior_was_recorded_still_reads(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.write_config(TrainConfig(run_dir=str(run.path), channels=8))
+    values = json.loads((run.path / "config.json").read_text())
+    del values["prior"]
+    (run.path / "config.json").write_text(json.dumps(values))
+    assert run.read_config() == TrainConfig(run_dir=str(run.path), channels=8, prior="pixelcnn")
 
 
 def test_the_prior_stage_needs_a_trained_vqvae(tmp_path, capsys):
@@ -174,7 +185,7 @@ def test_the_prior_stage_needs_a_trained_vqvae(tmp_path, capsys):
 
 def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     run = tmp_path / "run"
-    TrainConfig(run_dir=str(run), channels=8).save()
+    RunFolder(run).write_config(TrainConfig(run_dir=str(run), channels=8))
     assert train.main(["--run-dir", str(run), "--channels", "16"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {run} holds a run made with --channels 8 (now 16): repeat those flags to resume it, "
@@ -200,7 +211,7 @@ def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, me
 
 def test_a_state_file_naming_a_missing_checkpoint_is_reported_before_any_work(tmp_path, capsys):
     run = tmp_path / "run"
-    TrainConfig(run_dir=str(run)).save()
+    RunFolder(run).write_config(TrainConfig(run_dir=str(run)))
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 3, "checkpoint": "epoch_003.keras"}))
     assert train.main(["--run-dir", str(run)]) == 2

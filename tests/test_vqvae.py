@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_vqvae import VQVAE, Decoder, Encoder, ResidualBlock, VectorQuantizer
 from keras_vqvae.batching import apply_in_batches, slices_of
-from keras_vqvae.vqvae import _error_in_range
+from keras_vqvae.models.vqvae import _error_in_range
 
 
 def small_vqvae(downsampling=4, ema_decay=0.99):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from keras_vqvae import cli, plots
+from keras_vqvae import cli
+from keras_vqvae.training import plots
 from keras_vqvae.data.manifest import verify_copy
 from keras_vqvae.data.synthetic import ANNOUNCEMENT, SubjectSplit, write_sample
 

@@ -1,13 +1,44 @@
 """Priors over the VQ-VAE's code maps, and the samplers that draw new maps from them.
 
 codes -> prior -> sampler -> codes -> VQ-VAE decoder -> new images, with the prior a gated PixelCNN (drawn position
-by position by a sampler) or a DCGAN (a whole latent map at once, snapped onto the codes).
+by position) or a DCGAN (a whole latent map at once, snapped onto the codes). Each prior plugs in through a
+`PriorKind` (see `keras_vqvae.priors.kind`), registered here, once.
 """
 
-from keras_vqvae.priors.dcgan import SNAPPING, LatentDCGAN
-from keras_vqvae.priors.pixelcnn import GatedBlock, GatedPixelCNN
-from keras_vqvae.priors.sampling import (SAMPLERS, CachedSampler, CompiledSampler, ReferenceSampler, Sampler,
-                                         make_sampler)
+from __future__ import annotations
 
-__all__ = ["GatedBlock", "GatedPixelCNN", "LatentDCGAN", "SNAPPING", "SAMPLERS", "Sampler", "ReferenceSampler",
-           "CompiledSampler", "CachedSampler", "make_sampler"]
+import keras
+
+from keras_vqvae.errors import InputError
+from keras_vqvae.priors.dcgan import DCGAN, SNAPPING, DiversityMonitor, LatentDCGAN, NoiseSampler
+from keras_vqvae.priors.kind import PriorContext, PriorKind
+from keras_vqvae.priors.pixelcnn import GatedBlock, GatedPixelCNN
+from keras_vqvae.priors.pixelcnn_sampling import PIXELCNN, CachedSampler, CompiledSampler, ReferenceSampler
+from keras_vqvae.priors.sampler import Sampler
+
+PRIOR_KINDS: dict[str, PriorKind] = {kind.name: kind for kind in (PIXELCNN, DCGAN)}  # one entry per prior
+
+
+def kind_of(prior: keras.Model) -> PriorKind:
+    """The registered kind of a trained prior: the one whose `build` makes models of its class."""
+    for kind in PRIOR_KINDS.values():
+        if isinstance(prior, kind.model_class):
+            return kind
+    raise TypeError(f"{type(prior).__name__} is not a registered prior: use one of "
+                    f"{', '.join(kind.model_class.__name__ for kind in PRIOR_KINDS.values())}")
+
+
+def make_sampler(name: str | None, prior: keras.Model) -> Sampler:
+    """The sampler called `name` for a trained `prior` (None: its kind's default), e.g. 'cached' for a PixelCNN."""
+    kind = kind_of(prior)
+    samplers = {sampler.name: sampler for sampler in kind.samplers}
+    if name is None:
+        name = kind.default_sampler
+    if name not in samplers:
+        raise InputError(f"unknown sampler {name!r}: choose one of {', '.join(samplers)}")
+    return samplers[name](prior)
+
+
+__all__ = ["PRIOR_KINDS", "PriorKind", "PriorContext", "kind_of", "make_sampler", "Sampler",
+           "GatedBlock", "GatedPixelCNN", "ReferenceSampler", "CompiledSampler", "CachedSampler",
+           "LatentDCGAN", "NoiseSampler", "DiversityMonitor", "SNAPPING"]

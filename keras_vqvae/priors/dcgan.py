@@ -6,13 +6,19 @@ VQ-VAE decodes. A discriminator, trained against it, tells the latent maps of re
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vqvae.batching import apply_in_batches, slices_of
-from keras_vqvae.distribute import step_logs
-from keras_vqvae.quantizer import VectorQuantizer
+from keras_vqvae.metrics.generation import collapse_warning, diversity_ms_ssim, real_sample
+from keras_vqvae.models.optimization import minimize, step_logs
+from keras_vqvae.models.quantizer import VectorQuantizer
+from keras_vqvae.models.vqvae import VQVAE, decode_images
+from keras_vqvae.priors.kind import PriorContext, PriorKind
+from keras_vqvae.priors.sampler import Sampler
+from keras_vqvae.settings import at_least, check_settings, option, positive
 
 SNAPPING = ("nearest", "binned")
 SMALLEST_MAP_SIDE = 4  # the generator starts from, and the discriminator ends at, maps at least this small
@@ -101,7 +107,6 @@ class LatentDCGAN(keras.Model):
             self.quantizer.set_weights(quantizer.get_weights())
         self.quantizer.trainable = False
         self.num_embeddings = quantizer.num_embeddings
-        self.num_classes = 0  # unconditional: no slice-position labels, unlike a conditional GatedPixelCNN
         channels = quantizer.embedding_dim if snapping == "nearest" else 1
         self.generator = self._generator(channels)
         self.discriminator = self._discriminator(channels)
@@ -176,10 +181,9 @@ class LatentDCGAN(keras.Model):
         bins = tf.floor((tf.cast(maps[..., 0], tf.float32) + 1.0) / 2.0 * self.num_embeddings)
         return tf.cast(tf.clip_by_value(bins, 0, self.num_embeddings - 1), tf.int32)
 
-    def noise(self, batch_size, seed, temperature: float = 1.0):
-        """(batch_size, noise_dim) draws of N(0, temperature^2 I), the same for the same `seed`: an int, or a pair."""
-        seed = (seed, 0) if isinstance(seed, (int, np.integer)) else seed
-        return temperature * tf.random.stateless_normal((batch_size, self.noise_dim), seed=seed)
+    def noise(self, batch_size, seed):
+        """(batch_size, noise_dim) draws of N(0, I) for training, the same for the same seed pair (2,)."""
+        return tf.random.stateless_normal((batch_size, self.noise_dim), seed=seed)
 
     def _noise_seed(self, training):
         """Training step t draws its noise from seed (seed, t), so a resumed run draws what it would have; evaluation
@@ -216,25 +220,14 @@ class LatentDCGAN(keras.Model):
         codes = keras.utils.unpack_x_y_sample_weight(data)[0]
         with tf.GradientTape(persistent=True) as tape:
             generator_loss, discriminator_loss, scores = self._adversarial_losses(codes, training=True)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync  # gradients are summed over replicas
-            scaled = {"generator": self.generator_optimizer.scale_loss(generator_loss / replicas),
-                      "discriminator": self.discriminator_optimizer.scale_loss(discriminator_loss / replicas)}
-        for network, optimizer in ((self.generator, self.generator_optimizer),
-                                   (self.discriminator, self.discriminator_optimizer)):
-            gradients = tape.gradient(scaled[network.name], network.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, network.trainable_variables))
+        minimize(self.generator_optimizer, generator_loss, self.generator.trainable_variables, tape)
+        minimize(self.discriminator_optimizer, discriminator_loss, self.discriminator.trainable_variables, tape)
         del tape
         return self._track(generator_loss, discriminator_loss, scores)
 
     def test_step(self, data):
         codes = keras.utils.unpack_x_y_sample_weight(data)[0]
         return self._track(*self._adversarial_losses(codes, training=False))
-
-    def sample(self, num_samples: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 64) -> np.ndarray:
-        """Code maps (num_samples, h, w) int32 from noise N(0, temperature^2 I) drawn with `seed`: the same seed
-        gives the same maps. A temperature below 1 trades variety for typical maps (the truncation trick)."""
-        noise = self.noise(num_samples, seed, temperature)
-        return apply_in_batches(self.codes_from_noise, slices_of(noise, batch_size))
 
     def codes_from_noise(self, noise):
         """Code maps (batch, h, w) int32 that the generator makes from noise (batch, noise_dim)."""
@@ -248,3 +241,95 @@ class LatentDCGAN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(quantizer=keras.saving.deserialize_keras_object(config.pop("quantizer")), **config)
+
+
+class NoiseSampler(Sampler):
+    """Draws code maps from a `LatentDCGAN`: noise N(0, temperature^2 I) -> generator -> snapped onto the codes.
+
+    Sample i of seed s draws its noise from its own seed (`keras_vqvae.priors.sampler.sample_seeds`). A temperature
+    below 1 trades variety for typical maps (the truncation trick).
+    """
+
+    name = "noise"
+
+    def __init__(self, prior: LatentDCGAN):
+        super().__init__(prior)
+        self.draw = tf.function(self._codes)
+
+    def _codes(self, seeds, temperature, labels=None):
+        """Codes (batch, h, w) int32 of seeds (batch, 2); `labels` must be None (the DCGAN is unconditional)."""
+        noise_dim = self.prior.noise_dim
+        noise = tf.map_fn(lambda seed: tf.random.stateless_normal([noise_dim], seed=seed), seeds,
+                          fn_output_signature=tf.TensorSpec((noise_dim,), tf.float32))  # z: (batch, noise_dim)
+        return self.prior.codes_from_noise(tf.cast(temperature, tf.float32) * noise)
+
+    def _draw(self, seeds, temperature, labels, advance):
+        codes = self.draw(seeds, temperature, labels)
+        advance(int(np.prod(codes.shape)))
+        return codes
+
+
+class DiversityMonitor(keras.callbacks.Callback):
+    """After each epoch: `diversity_ms_ssim` of `num_samples` slices generated by the prior being trained (always
+    from the same seed), added to the epoch's logs; and a warning when they collapse, repeated while they stay so.
+
+    Args:
+        vqvae: decodes the prior's code maps.
+        real_images: real slices (n, H, W, 1) in [0, 1]; `num_samples` of them give the real figure to compare with.
+        num_samples: slices generated each epoch. Default 32.
+        seed: seed of those slices and of the choice of real ones. Default 0.
+        sampler: the `Sampler` class that draws from the prior being trained. Default `NoiseSampler`.
+    """
+
+    def __init__(self, vqvae: VQVAE, real_images: np.ndarray, num_samples: int = 32, seed: int = 0,
+                 sampler: type[Sampler] = NoiseSampler):
+        super().__init__()
+        self.vqvae, self.num_samples, self.seed, self.sampler_class = vqvae, num_samples, seed, sampler
+        self.real_diversity = diversity_ms_ssim(real_sample(real_images, num_samples, seed))
+        self._sampler = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._sampler is None or self._sampler.prior is not self.model:
+            self._sampler = self.sampler_class(self.model)  # made once: its graph function is traced once
+        codes = self._sampler.sample(self.num_samples, self.seed, batch_size=self.num_samples)
+        diversity = diversity_ms_ssim(decode_images(self.vqvae, codes))
+        if logs is not None:
+            logs["diversity_ms_ssim"] = diversity
+        warning = collapse_warning({"diversity_ms_ssim": diversity, "real_diversity_ms_ssim": self.real_diversity})
+        if warning:
+            print(f"\nwarning: epoch {epoch + 1}: {warning}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANSettings:
+    """The DCGAN prior's settings (flags --dcgan-epochs, ...)."""
+
+    epochs: int = option(30, "training epochs of the DCGAN prior", at_least(1), resumable=True)
+    batch_size: int = option(32, "code maps per training step of the DCGAN (at least 2, for batch normalisation)",
+                             at_least(2))
+    learning_rate: float = option(2e-4, "Adam learning rate of both DCGAN networks (beta_1 0.5)", positive)
+    noise_dim: int = option(128, "length of the DCGAN generator's noise vector", at_least(1))
+    filters: int = option(64, "channels of the generator's last and the discriminator's first convolution",
+                          at_least(1))
+    snapping: str = option("nearest", "how generated latent maps become codes: nearest codebook vector of a "
+                                      "D-channel map, or even bins of a one-channel map (earlier projects)",
+                           choices=SNAPPING)
+
+    def __post_init__(self):
+        check_settings(self, "dcgan")
+
+
+def build_dcgan(settings: DCGANSettings, context: PriorContext) -> LatentDCGAN:
+    """The DCGAN over the context's latent maps and its two optimizers (Adam with beta_1 0.5 and a constant learning
+    rate, as in the DCGAN paper)."""
+    prior = LatentDCGAN(context.vqvae.quantizer, context.grid_shape, settings.noise_dim, settings.filters,
+                        settings.snapping, seed=context.seed)
+    prior.compile(*(keras.optimizers.Adam(settings.learning_rate, beta_1=0.5) for _ in range(2)))
+    return prior
+
+
+DCGAN = PriorKind(
+    name="dcgan", description="a DCGAN over latent maps", model_class=LatentDCGAN,
+    settings=DCGANSettings, build=build_dcgan,
+    samplers=(NoiseSampler,), default_sampler=NoiseSampler.name, drop_remainder=True,  # no tiny batch for batch norm
+    callbacks=lambda context: [DiversityMonitor(context.vqvae, context.real_images, seed=context.seed)])

@@ -11,7 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_vqvae.distribute import step_logs
+from keras_vqvae.models.optimization import minimize, step_logs
 from keras_vqvae.priors.distribution import code_distribution
 
 
@@ -238,10 +238,7 @@ class GatedPixelCNN(keras.Model):
         codes, labels = self._unpack(data)
         with tf.GradientTape() as tape:
             loss, logits = self._cross_entropy(codes, labels, training=True)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync  # gradients are summed over replicas
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        minimize(self.optimizer, loss, self.trainable_variables, tape)
         return self._track(loss, codes, logits)
 
     def test_step(self, data):

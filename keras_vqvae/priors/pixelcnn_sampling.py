@@ -1,8 +1,10 @@
-"""Drawing code maps from a `GatedPixelCNN`: three samplers behind one interface, drawing exactly the same codes.
+"""Drawing code maps from a `GatedPixelCNN`: three samplers behind the one `Sampler` interface, drawing exactly the
+same codes.
 
-Every sampler fills the (h, w) map in raster order. The code at position p of the b-th batch is drawn from the
-prior's Categorical (at the given temperature) with the stateless seed fold_in((seed, b), p), so a seed names the
-same codes whichever sampler draws them; the samplers differ only in how they compute the logits at p:
+Every sampler fills the (h, w) map in raster order. The code at position p of a sample is drawn from the prior's
+Categorical (at the given temperature) with the p-th of that sample's uniform numbers, drawn from its own seed
+(`keras_vqvae.priors.sampler`), so a seed names the same codes whichever sampler draws them and however many samples
+are drawn together; the samplers differ only in how they compute the logits at p:
 
 * `ReferenceSampler` runs the whole network on the whole map for every position, from Python: obviously right, and
   h * w network evaluations per batch;
@@ -22,80 +24,17 @@ Reference:
 
 from __future__ import annotations
 
-import keras
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
-from keras_vqvae.errors import InputError
-from keras_vqvae.priors.distribution import draw_codes
+from keras_vqvae.models.optimization import cosine_adam
+from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
+from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedPixelCNN, _gate
-
-MAX_SEED = 2**31 - 1
-
-
-class Sampler:
-    """Draws code maps (num_samples, h, w) from a `GatedPixelCNN`, batch by batch; subclasses compute the logits.
-
-    Args:
-        prior: the trained `GatedPixelCNN`.
-    """
-
-    name = ""
-
-    def __init__(self, prior: GatedPixelCNN):
-        self.prior = prior
-
-    def sample(self, num_samples: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 8,
-               condition: int | None = None, verbose: int = 0) -> np.ndarray:
-        """Code maps (num_samples, h, w) int32.
-
-        Args:
-            num_samples: how many maps to draw.
-            seed: 0 <= seed < 2**31; the same seed, batch size and temperature give the same maps.
-            temperature: divides the logits: below 1 favours likely codes, above 1 flattens the distribution.
-            batch_size: maps drawn together.
-            condition: the class label (e.g. slice position) for a conditional prior, or None.
-            verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
-        """
-        check_sampling_arguments(self.prior, num_samples, seed, temperature, batch_size, condition)
-        h, w = self.prior.grid_shape
-        progress = keras.utils.Progbar(num_samples * h * w, verbose=verbose, unit_name="code")
-        batches = []
-        for index, start in enumerate(range(0, num_samples, batch_size)):
-            size = min(batch_size, num_samples - start)
-            labels = None if condition is None else tf.fill([size], tf.constant(condition, tf.int32))
-            batch_seed = tf.constant([seed, index], tf.int32)
-            batches.append(self._sample_batch(size, batch_seed, tf.constant(temperature, tf.float32), labels,
-                                              progress.add).numpy())
-        return np.concatenate(batches)
-
-    def _sample_batch(self, size, batch_seed, temperature, labels, advance):
-        """(size, h, w) int32 codes; calls `advance(k)` after drawing k codes."""
-        raise NotImplementedError
-
-
-def check_sampling_arguments(prior: GatedPixelCNN, num_samples, seed, temperature, batch_size, condition) -> None:
-    """Raises InputError naming the first argument that cannot be used with `prior`."""
-    if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise InputError(f"the number of samples must be a positive whole number, got {num_samples}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"the batch size must be a positive whole number, got {batch_size}")
-    if not 0 <= seed <= MAX_SEED:
-        raise InputError(f"the seed must be between 0 and {MAX_SEED}, got {seed}")
-    if not temperature > 0:
-        raise InputError(f"the temperature must be positive, got {temperature}")
-    if condition is None:
-        return
-    if not prior.num_classes:
-        raise InputError(f"this prior was trained without a condition, so it cannot take condition {condition}: "
-                         f"leave the condition out, or train a prior with slice-position conditioning")
-    if not 0 <= condition < prior.num_classes:
-        raise InputError(f"condition {condition} is out of range: this prior knows conditions 0 to "
-                         f"{prior.num_classes - 1} (slice positions)")
-
-
-def _position_seed(batch_seed, position):
-    return tf.random.experimental.stateless_fold_in(batch_seed, position)
+from keras_vqvae.priors.sampler import Sampler
+from keras_vqvae.settings import at_least, check_settings, odd_at_least, option, positive
 
 
 def _set_codes(codes, position, new_codes):
@@ -110,15 +49,15 @@ class ReferenceSampler(Sampler):
 
     name = "reference"
 
-    def _sample_batch(self, size, batch_seed, temperature, labels, advance):
+    def _draw(self, seeds, temperature, labels, advance):
         h, w = self.prior.grid_shape
-        codes = tf.zeros((size, h, w), tf.int32)
+        uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
+        codes = tf.zeros((len(seeds), h, w), tf.int32)
         for position in range(h * w):
             row, column = divmod(position, w)
             logits = self.prior(codes, labels, training=False)[:, row, column]  # (batch, K)
-            drawn = draw_codes(logits, temperature, _position_seed(batch_seed, position))
-            codes = _set_codes(codes, position, drawn)
-            advance(size)
+            codes = _set_codes(codes, position, draw_codes(logits, temperature, uniforms[:, position]))
+            advance(len(seeds))
         return codes
 
 
@@ -135,23 +74,24 @@ class CompiledSampler(Sampler):
         super().__init__(prior)
         self._sample_row = tf.function(self._row, reduce_retracing=True)
 
-    def _row(self, codes, row, batch_seed, temperature, labels):
+    def _row(self, codes, row, uniforms, temperature, labels):
         w = self.prior.grid_shape[1]
 
         def draw_position(column, codes):
             logits = self.prior(codes, labels, training=False)[:, row, column]  # (batch, K)
             position = row * w + column
-            drawn = draw_codes(logits, temperature, _position_seed(batch_seed, position))
+            drawn = draw_codes(logits, temperature, uniforms[:, position])
             return column + 1, _set_codes(codes, position, drawn)
 
         return tf.while_loop(lambda column, _: column < w, draw_position, (tf.constant(0), codes))[1]
 
-    def _sample_batch(self, size, batch_seed, temperature, labels, advance):
+    def _draw(self, seeds, temperature, labels, advance):
         h, w = self.prior.grid_shape
-        codes = tf.zeros((size, h, w), tf.int32)
+        uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
+        codes = tf.zeros((len(seeds), h, w), tf.int32)
         for row in range(h):
-            codes = self._sample_row(codes, tf.constant(row), batch_seed, temperature, labels)
-            advance(size * w)
+            codes = self._sample_row(codes, tf.constant(row), uniforms, temperature, labels)
+            advance(len(seeds) * w)
         return codes
 
 
@@ -172,11 +112,12 @@ class CachedSampler(Sampler):
         super().__init__(prior)
         self.draw = tf.function(self._codes)
 
-    def _codes(self, size, batch_seed, temperature, labels):
-        """Codes (size, h, w) int32 of one batch drawn with seed pair `batch_seed` (the b-th batch of seed s draws
-        with (s, b)); labels (size,) int32 or None."""
+    def _codes(self, seeds, temperature, labels=None):
+        """Codes (batch, h, w) int32 of one batch: seeds (batch, 2), labels (batch,) int32 or None."""
         prior = self.prior
         h, w = prior.grid_shape
+        size = seeds.shape[0] or tf.shape(seeds)[0]  # known when traced for one batch size, else only when run
+        uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
         f, n = prior.filters, prior.blocks[0].reach
         dtype = prior.code_embedding.compute_dtype
 
@@ -204,7 +145,7 @@ class CachedSampler(Sampler):
                     skips.append(skip)
                 logits = prior.output_head(horizontal + tf.add_n(skips))[:, 0, 0]  # (batch, K)
                 position = row * w + column
-                drawn = draw_codes(logits, temperature, _position_seed(batch_seed, position))  # (batch,)
+                drawn = draw_codes(logits, temperature, uniforms[:, position])  # (batch,)
                 embedded = prior.embed(drawn, position)[:, None, None]  # (batch, 1, 1, F)
                 return column + 1, _set_codes(codes, position, drawn), embedded, new_position_caches
 
@@ -220,17 +161,40 @@ class CachedSampler(Sampler):
             (tf.constant(0), tf.zeros((size, h, w), tf.int32), tf.zeros((size, 1, w, f), dtype), empty_rows))
         return codes
 
-    def _sample_batch(self, size, batch_seed, temperature, labels, advance):
-        codes = self.draw(size, batch_seed, temperature, labels)
+    def _draw(self, seeds, temperature, labels, advance):
+        codes = self.draw(seeds, temperature, labels)
         advance(int(np.prod(codes.shape)))
         return codes
 
 
-SAMPLERS = {sampler.name: sampler for sampler in (ReferenceSampler, CompiledSampler, CachedSampler)}
 
 
-def make_sampler(name: str, prior: GatedPixelCNN) -> Sampler:
-    """The sampler called `name` ('reference', 'compiled' or 'cached') for `prior`."""
-    if name not in SAMPLERS:
-        raise InputError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](prior)
+@dataclasses.dataclass(frozen=True)
+class PixelCNNSettings:
+    """The PixelCNN prior's settings (flags --pixelcnn-epochs, ...)."""
+
+    epochs: int = option(12, "training epochs of the PixelCNN prior", at_least(1), resumable=True)
+    batch_size: int = option(16, "code maps per training step of the PixelCNN", at_least(1))
+    learning_rate: float = option(1e-3, "peak Adam learning rate of the PixelCNN, decayed along a cosine to 2% of it",
+                                  positive)
+    filters: int = option(32, "channels of the PixelCNN's gated stacks", at_least(1))
+    layers: int = option(12, "gated layers of the PixelCNN", at_least(1))
+    kernel_size: int = option(5, "kernel width of the PixelCNN's stacks (odd)", odd_at_least(3))
+
+    def __post_init__(self):
+        check_settings(self, "pixelcnn")
+
+
+def build_pixelcnn(settings: PixelCNNSettings, context: PriorContext) -> GatedPixelCNN:
+    """The gated PixelCNN over the context's code maps, with Adam on a cosine schedule."""
+    prior = GatedPixelCNN(context.vqvae.quantizer.num_embeddings, context.grid_shape, settings.filters,
+                          settings.layers, settings.kernel_size, context.num_classes)
+    prior.compile(optimizer=cosine_adam(settings.learning_rate, settings.epochs, context.steps_per_epoch))
+    return prior
+
+
+PIXELCNN = PriorKind(
+    name="pixelcnn", description="the gated PixelCNN", model_class=GatedPixelCNN,
+    settings=PixelCNNSettings, build=build_pixelcnn,
+    samplers=(ReferenceSampler, CompiledSampler, CachedSampler), default_sampler=CachedSampler.name,
+    conditional=True, fit_summary=lambda test: f"test NLL {test['nll']:.2f} bits/code, ")

@@ -12,7 +12,8 @@ class VectorQuantizer(keras.layers.Layer):
 
     Each vector z_e of the last axis is mapped to the code k = argmin_j ||z_e - e_j||^2 (squared L2 distance,
     computed in float32 whatever the dtype policy) and replaced by e_k. The forward pass outputs e_k, the backward
-    pass copies the gradient of e_k onto z_e (straight-through estimator). The layer adds the VQ loss (paper eq. 3):
+    pass copies the gradient of e_k onto z_e (straight-through estimator). `vq_loss` gives the VQ loss (paper eq. 3)
+    that the model adds to its loss:
 
         vq_loss = ||sg[z_e] - e||^2 + beta * ||z_e - sg[e]||^2      (codebook term + commitment term)
 
@@ -103,7 +104,6 @@ class VectorQuantizer(keras.layers.Layer):
         flat_indices = tf.argmin(distances, axis=1, output_type=tf.int32)  # (N,)
         indices = tf.reshape(flat_indices, tf.shape(inputs)[:-1])  # (...)
         quantized = self.lookup(indices)  # e_k: (..., D)
-        self.add_loss(self.vq_loss(inputs, quantized, indices))
         if training:
             self._update_codebook(flat_inputs, flat_indices, tf.reduce_min(distances, axis=1))
 
@@ -111,11 +111,12 @@ class VectorQuantizer(keras.layers.Layer):
         return quantized, indices
 
     def vq_loss(self, inputs, quantized, indices):
-        """The VQ loss (eq. 3, the terms this layer adds) of encoder outputs z_e (..., D) and what the layer made of
-        them: quantized (..., D), whose values are e_k, and indices (...) k.
+        """The VQ loss (eq. 3 without its reconstruction term) of encoder outputs z_e (..., D) and what the layer
+        made of them: quantized (..., D), whose values are e_k, and indices (...) k.
 
-        A model that trains this layer under a tf.distribute strategy computes it from the layer's outputs: the
-        losses a shared layer collects with `add_loss` can mix up replicas."""
+        The model that trains this layer adds it to its loss. It is computed from the tensors of each call, not
+        collected with `add_loss`: under a tf.distribute strategy the losses a shared layer collects mix up
+        replicas."""
         inputs = tf.cast(inputs, tf.float32)
         commitment_loss = tf.reduce_mean(tf.square(inputs - tf.stop_gradient(quantized)))  # ||z_e - sg[e]||^2
         if self.ema_decay is not None:
@@ -124,45 +125,57 @@ class VectorQuantizer(keras.layers.Layer):
         return codebook_loss + self.beta * commitment_loss  # eq. 3
 
     def _update_codebook(self, flat_inputs, flat_indices, errors):
-        """Moving averages (eqs. 6-8) and dead-code restarts from one batch.
+        """One training batch's update of the codebook state: the moving averages (when the codebook follows them),
+        then the dead-code restarts.
 
         flat_inputs (N, D) are the batch's encoder outputs, flat_indices (N,) their codes and errors (N,) their
-        squared distances to those codes. A dead code restarts from an input drawn with probability proportional to
-        its error (as in k-means++ seeding), so restarts go where the codebook fits worst, not to the background
-        that fills most of a brain slice and that one code already represents.
+        squared distances to those codes.
         """
-        k = self.num_embeddings
-        counts = _sum_over_replicas(tf.math.unsorted_segment_sum(tf.ones_like(errors), flat_indices, k))  # n_i: (K,)
-        codebook = tf.convert_to_tensor(self.codebook)  # (K, D)
+        counts = _sum_over_replicas(
+            tf.math.unsorted_segment_sum(tf.ones_like(errors), flat_indices, self.num_embeddings))  # n_i: (K,)
         if self.ema_decay is not None:
-            vector_sums = _sum_over_replicas(tf.math.unsorted_segment_sum(flat_inputs, flat_indices, k))  # (K, D)
-            cluster_size = self.ema_decay * self.ema_cluster_size + (1.0 - self.ema_decay) * counts  # eq. 6
-            embedding_sum = self.ema_decay * self.ema_embedding_sum + (1.0 - self.ema_decay) * vector_sums  # eq. 7
-            total = tf.reduce_sum(cluster_size)
-            smoothed_size = (cluster_size + self.epsilon) / (total + k * self.epsilon) * total
-            codebook = embedding_sum / smoothed_size[:, None]  # eq. 8
-
+            self._moving_average_update(flat_inputs, flat_indices, counts)
         steps_unused = tf.where(counts > 0, 0.0, self.steps_unused + 1.0)  # (K,)
         if self.dead_code_steps > 0:
-            dead = steps_unused >= self.dead_code_steps  # (K,)
-            # Inverse-CDF draws; every replica draws the same positions, and all use the first replica's vectors.
-            cumulative = tf.cumsum(errors + 1e-12)  # (N,)
-            seed = tf.stack([tf.cast(self.updates, tf.int32), 0])
-            targets = tf.random.stateless_uniform([k], seed=seed) * cumulative[-1]  # (K,)
-            picks = tf.minimum(tf.searchsorted(cumulative, targets), tf.size(errors) - 1)  # (K,)
-            replacements = _from_first_replica(tf.gather(flat_inputs, picks))  # (K, D)
-            codebook = tf.where(dead[:, None], replacements, codebook)
-            steps_unused = tf.where(dead, 0.0, steps_unused)
-            self.restarts.assign_add(tf.reduce_sum(tf.cast(dead, tf.float32)))
-            if self.ema_decay is not None:  # a restarted code starts as a cluster of one vector: itself
-                cluster_size = tf.where(dead, 1.0, cluster_size)
-                embedding_sum = tf.where(dead[:, None], replacements, embedding_sum)
-        if self.ema_decay is not None:
-            self.ema_cluster_size.assign(cluster_size)
-            self.ema_embedding_sum.assign(embedding_sum)
-        self.codebook.assign(codebook)
+            steps_unused = self._restart_dead_codes(flat_inputs, errors, steps_unused)
         self.steps_unused.assign(steps_unused)
         self.updates.assign_add(1.0)
+
+    def _moving_average_update(self, flat_inputs, flat_indices, counts):
+        """The codebook as exponential moving averages of the vectors each code was chosen for (eqs. 6-8), with
+        Laplace smoothing of the cluster sizes n_i; counts (K,) are this batch's n_i, summed over replicas."""
+        k = self.num_embeddings
+        vector_sums = _sum_over_replicas(tf.math.unsorted_segment_sum(flat_inputs, flat_indices, k))  # (K, D)
+        cluster_size = self.ema_decay * self.ema_cluster_size + (1.0 - self.ema_decay) * counts  # eq. 6
+        embedding_sum = self.ema_decay * self.ema_embedding_sum + (1.0 - self.ema_decay) * vector_sums  # eq. 7
+        total = tf.reduce_sum(cluster_size)
+        smoothed_size = (cluster_size + self.epsilon) / (total + k * self.epsilon) * total
+        self.ema_cluster_size.assign(cluster_size)
+        self.ema_embedding_sum.assign(embedding_sum)
+        self.codebook.assign(embedding_sum / smoothed_size[:, None])  # eq. 8
+
+    def _restart_dead_codes(self, flat_inputs, errors, steps_unused):
+        """Restarts every code unused for `dead_code_steps` steps from an encoder output of this batch; returns
+        steps_unused (K,) with the restarted codes' counters at 0.
+
+        The replacement is drawn with probability proportional to its quantisation error (as in k-means++ seeding),
+        so restarts go where the codebook fits worst, not to the background that fills most of a brain slice and
+        that one code already represents. A restarted code's moving averages restart as a cluster of one vector:
+        itself.
+        """
+        dead = steps_unused >= self.dead_code_steps  # (K,)
+        # Inverse-CDF draws; every replica draws the same positions, and all use the first replica's vectors.
+        cumulative = tf.cumsum(errors + 1e-12)  # (N,)
+        seed = tf.stack([tf.cast(self.updates, tf.int32), 0])
+        targets = tf.random.stateless_uniform([self.num_embeddings], seed=seed) * cumulative[-1]  # (K,)
+        picks = tf.minimum(tf.searchsorted(cumulative, targets), tf.size(errors) - 1)  # (K,)
+        replacements = _from_first_replica(tf.gather(flat_inputs, picks))  # (K, D)
+        self.codebook.assign(tf.where(dead[:, None], replacements, self.codebook))
+        if self.ema_decay is not None:
+            self.ema_cluster_size.assign(tf.where(dead, 1.0, self.ema_cluster_size))
+            self.ema_embedding_sum.assign(tf.where(dead[:, None], replacements, self.ema_embedding_sum))
+        self.restarts.assign_add(tf.reduce_sum(tf.cast(dead, tf.float32)))
+        return tf.where(dead, 0.0, steps_unused)
 
     def compute_output_spec(self, inputs, training=None):
         return (keras.KerasTensor(inputs.shape, dtype="float32"),

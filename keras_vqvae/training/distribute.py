@@ -66,24 +66,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise InputError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
 
 
-def step_logs(metrics) -> dict:
-    """What a custom train_step or test_step returns: each metric's result by name, in the shape Keras' fit can
-    reduce under every strategy. Across several workers Keras 3 averages step results along an axis 0, which
-    scalars lack (tensorflow/tensorflow#72388), so there each result gets that axis and loses it in the average."""
-    logs = {metric.name: metric.result() for metric in metrics}
-    if _across_workers(tf.distribute.get_strategy()):
-        logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-    return logs
-
-
-def _across_workers(strategy: tf.distribute.Strategy) -> bool:
-    """Whether `strategy` spans several worker processes (the case Keras reduces differently)."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return False
-    cluster = strategy.cluster_resolver.cluster_spec()
-    return sum(cluster.num_tasks(job) for job in cluster.jobs) > 1
-
-
 @contextlib.contextmanager
 def precision(name: str):
     """Keras' global dtype policy set to `name` ('off', 'float16' or 'bfloat16') inside the block, restored after.

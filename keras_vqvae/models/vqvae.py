@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from keras_vqvae import metrics
-from keras_vqvae.distribute import step_logs
-from keras_vqvae.networks import Decoder, Encoder
-from keras_vqvae.quantizer import VectorQuantizer
+from keras_vqvae.batching import apply_in_batches, slices_of
+from keras_vqvae.metrics import codebook, image
+from keras_vqvae.models.networks import Decoder, Encoder
+from keras_vqvae.models.optimization import minimize, step_logs
+from keras_vqvae.models.quantizer import VectorQuantizer
 
 
 @keras.saving.register_keras_serializable(package="keras_vqvae")
@@ -33,7 +35,7 @@ class VQVAE(keras.Model):
         data_variance: variance of the training pixels in [-0.5, 0.5]. Default 1.0.
 
     Tracked metrics: `loss`, `reconstruction_loss`, `vq_loss`, `perplexity`, `codebook_usage` (the last two over the
-    whole epoch), and in evaluation also `ssim`, `psnr` and `brain_ssim` (see `keras_vqvae.metrics`) on images mapped
+    whole epoch), and in evaluation also `ssim`, `psnr` and `brain_ssim` (see `keras_vqvae.metrics.image`) on images mapped
     back to [0, 1].
 
     Reference:
@@ -52,8 +54,8 @@ class VQVAE(keras.Model):
             self.quantizer.build(self.encoder.output.shape)
         losses = ("loss", "reconstruction_loss", "vq_loss")
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in losses}
-        self.code_metrics = [metrics.CodebookUsage(quantizer.num_embeddings),
-                             metrics.Perplexity(quantizer.num_embeddings)]
+        self.code_metrics = [codebook.CodebookUsage(quantizer.num_embeddings),
+                             codebook.Perplexity(quantizer.num_embeddings)]
         self.image_metrics = {name: keras.metrics.Mean(name=name) for name in ("ssim", "psnr", "brain_ssim")}
         self.built = True
 
@@ -102,11 +104,7 @@ class VQVAE(keras.Model):
         images = keras.utils.unpack_x_y_sample_weight(data)[0]
         with tf.GradientTape() as tape:
             losses, _, indices = self._compute_losses(images, training=True)
-            # Gradients are summed over replicas, so each replica's share of the global mean is loss / replicas.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(losses["loss"] / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        minimize(self.optimizer, losses["loss"], self.trainable_variables, tape)
         self._track(losses, indices)
         return step_logs(m for m in self.metrics if m not in self.image_metrics.values())
 
@@ -116,10 +114,10 @@ class VQVAE(keras.Model):
         self._track(losses, indices)
         originals = images + 0.5  # (batch, H, W, C) in [0, 1]
         reconstructed = _clip_to_range(tf.cast(reconstructions, images.dtype)) + 0.5
-        ssim, brain_ssim, has_brain = metrics.ssim_scores(originals, reconstructed)
+        ssim, brain_ssim, has_brain = image.ssim_scores(originals, reconstructed)
         self.image_metrics["ssim"].update_state(ssim)
         self.image_metrics["brain_ssim"].update_state(brain_ssim, sample_weight=has_brain)
-        self.image_metrics["psnr"].update_state(metrics.psnr(originals, reconstructed))
+        self.image_metrics["psnr"].update_state(image.psnr(originals, reconstructed))
         return step_logs(self.metrics)
 
     def get_config(self):
@@ -133,6 +131,15 @@ class VQVAE(keras.Model):
         parts = {key: keras.saving.deserialize_keras_object(config.pop(key))
                  for key in ("encoder", "quantizer", "decoder")}
         return cls(**parts, **config)
+
+
+DECODING_BATCH_SIZE = 64
+
+
+def decode_images(vqvae: VQVAE, codes) -> np.ndarray:
+    """Slices (n, H, W, 1) in [0, 1] that the VQ-VAE decodes from code maps (n, h, w), through one compiled
+    function, DECODING_BATCH_SIZE maps at a time."""
+    return apply_in_batches(vqvae.decode, slices_of(np.asarray(codes), DECODING_BATCH_SIZE)) + 0.5
 
 
 def _clip_to_range(images):

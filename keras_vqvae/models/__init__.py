@@ -1,0 +1,2 @@
+"""The VQ-VAE: encoder -> vector quantizer -> decoder (`networks`, `quantizer`, `vqvae`), and what its custom
+training steps share with the priors' (`optimization`)."""

@@ -1,0 +1,107 @@
+"""The one sampling interface: every prior gives samplers that draw code maps (num_samples, h, w) from a seed.
+
+A sample's codes depend on the seed and the sample's index only, never on how many samples are drawn together:
+sample i of seed s takes its randomness from the stateless seed fold_in((s, 0), i) (`sample_seeds`). So `predict`
+drawing in batches of 8, `generate` drawing in batches of 64 and an exported SavedModel drawing all at once give the
+same slices for the same seed. `draw` is the graph function all of them call.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vqvae.errors import InputError
+
+MAX_SEED = 2**31 - 1
+
+
+def sample_seeds(seed, first_index, count):
+    """Stateless seeds (count, 2) int32 of the samples first_index, ..., first_index + count - 1 of `seed`."""
+    indices = tf.range(count) + tf.cast(first_index, tf.int32)  # (count,)
+    base = tf.stack([tf.cast(seed, tf.int32), 0])
+    return tf.map_fn(lambda index: tf.random.experimental.stateless_fold_in(base, index), indices,
+                     fn_output_signature=tf.TensorSpec((2,), tf.int32))
+
+
+def sample_labels(num_samples, num_classes: int, condition=None):
+    """Class labels (num_samples,) int32 of a conditional prior's samples: `condition` for every sample, or, with
+    none, labels spread evenly over the num_classes classes (slice positions), from the first to the last."""
+    if condition is not None:
+        return tf.fill([num_samples], tf.cast(condition, tf.int32))
+    spread = tf.linspace(0.0, float(num_classes - 1), num_samples)  # (num_samples,) float32
+    return tf.cast(tf.round(spread), tf.int32)
+
+
+class Sampler:
+    """Draws code maps (num_samples, h, w) int32 from a prior; subclasses implement `_draw` for one batch.
+
+    Args:
+        prior: the trained prior; it has `grid_shape` (h, w) and, when conditional, `num_classes` > 0.
+    """
+
+    name = ""
+
+    def __init__(self, prior: keras.Model):
+        self.prior = prior
+
+    @property
+    def num_classes(self) -> int:
+        """Class labels the prior is conditioned on (slice positions); 0 for an unconditional prior."""
+        return getattr(self.prior, "num_classes", 0)
+
+    def draw(self, seeds, temperature, labels=None):
+        """Codes (batch, h, w) int32 of one batch: seeds (batch, 2) int32 from `sample_seeds`, temperature a float
+        scalar, labels (batch,) int32 or None. The graph function behind `sample` and the SavedModel's `sample`."""
+        return self._draw(seeds, temperature, labels, lambda count: None)
+
+    def _draw(self, seeds, temperature, labels, advance):
+        """`draw`, calling `advance(k)` after drawing k codes (for progress)."""
+        raise NotImplementedError
+
+    def sample(self, num_samples: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 8,
+               condition: int | None = None, verbose: int = 0) -> np.ndarray:
+        """Code maps (num_samples, h, w) int32.
+
+        Args:
+            num_samples: how many maps to draw.
+            seed: 0 <= seed < 2**31; the same seed and temperature give the same maps, whatever the batch size.
+            temperature: below 1 favours likely maps, above 1 flattens the distribution.
+            batch_size: maps drawn together (a matter of speed and memory only).
+            condition: the class label (slice position) of every map, for a conditional prior; None spreads a
+                conditional prior's maps evenly over its classes.
+            verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
+        """
+        check_sampling_arguments(self.num_classes, num_samples, seed, temperature, batch_size, condition)
+        h, w = self.prior.grid_shape
+        labels = sample_labels(num_samples, self.num_classes, condition) if self.num_classes else None
+        progress = keras.utils.Progbar(num_samples * h * w, verbose=verbose, unit_name="code")
+        batches = []
+        for start in range(0, num_samples, batch_size):
+            size = min(batch_size, num_samples - start)
+            batch_labels = None if labels is None else labels[start:start + size]
+            codes = self._draw(sample_seeds(seed, start, size), tf.constant(temperature, tf.float32), batch_labels,
+                               progress.add)
+            batches.append(keras.ops.convert_to_numpy(codes))
+        return np.concatenate(batches)
+
+
+def check_sampling_arguments(num_classes: int, num_samples, seed, temperature, batch_size, condition) -> None:
+    """Raises InputError naming the first argument that cannot be used with a prior of `num_classes` classes."""
+    if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise InputError(f"the number of samples must be a positive whole number, got {num_samples}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"the batch size must be a positive whole number, got {batch_size}")
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"the seed must be between 0 and {MAX_SEED}, got {seed}")
+    if not temperature > 0:
+        raise InputError(f"the temperature must be positive, got {temperature}")
+    if condition is None:
+        return
+    if not num_classes:
+        raise InputError(f"this prior was trained without a condition, so it cannot take condition {condition}: "
+                         f"leave the condition out, or train a prior with slice-position conditioning")
+    if not 0 <= condition < num_classes:
+        raise InputError(f"condition {condition} is out of range: this prior knows conditions 0 to "
+                         f"{num_classes - 1} (slice positions)")

@@ -1,0 +1,196 @@
+"""A trained run as a TensorFlow SavedModel that runs without this package (Keras 3's `keras.export.ExportArchive`:
+graphs and variables, no Python code); `python -m keras_vqvae.export` is its command.
+
+Endpoints of the SavedModel, for a model of S x S images and h x w code maps with K codes:
+
+    encode(images)          images (batch, S, S, 1), uint8 in 0..255 or float32 in [0, 1] -> indices (batch, h, w)
+                            int32
+    decode(indices)         indices (batch, h, w) int32 in [0, K) -> images (batch, S, S, 1) float32 in [0, 1]
+    reconstruct(images)     images as encode takes them -> images (batch, S, S, 1) float32 in [0, 1];
+                            also `serving_default`
+    sample(num_samples, seed[, temperature[, condition]])
+                            int32, int32, float32, int32 scalars -> {"images": (num_samples, S, S, 1) float32 in
+                            [0, 1], "indices": (num_samples, h, w) int32}; the run's prior through its default
+                            sampler (the PixelCNN's cached sampler, the DCGAN's noise sampler); the same seed gives
+                            the slices `keras_vqvae.generate` and `predict` give for it
+
+Load it with `tf.saved_model.load(DIR)` and call, e.g., `model.sample(16, 0)["images"]`. Bad inputs stop with an error
+that names what was expected: a wrong rank or size fails the check named `expected_images_of_shape_batch_S_S_1` (or
+`expected_indices_of_shape_batch_h_w`), values out of range an assertion whose message gives the range, and another
+dtype lists the signatures the endpoint has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_vqvae.errors import InputError
+from keras_vqvae.models.vqvae import VQVAE
+from keras_vqvae.priors import make_sampler
+from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
+from keras_vqvae.settings import flag, shown
+from keras_vqvae.training.config import TrainConfig
+from keras_vqvae.training.run_folder import RunFolder
+
+def _scalar(dtype) -> tf.TensorSpec:
+    return tf.TensorSpec((), dtype)
+
+
+def _checked(value, *checks):
+    """`value` once each check (a function of it that returns an assert op) has passed, one after the other, so that
+    the first failure is the one reported."""
+    for check in checks:
+        with tf.control_dependencies([check(value)]):
+            value = tf.identity(value)
+    return value
+
+
+class _Endpoints:
+    """The graphs behind the endpoints, for one VQ-VAE of `image_size` images and an optional prior."""
+
+    def __init__(self, vqvae: VQVAE, image_size: int, prior: keras.Model | None):
+        self.vqvae, self.image_size = vqvae, image_size
+        self.grid_shape = (image_size // vqvae.encoder.downsampling,) * 2
+        self.num_embeddings = vqvae.quantizer.num_embeddings
+        self.sampler = None if prior is None else make_sampler(None, prior)
+
+    def model_images(self, images):
+        """(batch, S, S, 1) uint8 0..255 or float32 0..1, checked -> float32 in the model's [-0.5, 0.5]."""
+        size = self.image_size
+        images = tf.ensure_shape(images, (None, size, size, 1), name=f"expected_images_of_shape_batch_{size}_{size}_1")
+        if images.dtype != tf.uint8:
+            in_range = "float images must lie in [0, 1] (or give uint8 0..255)"
+            images = _checked(images, lambda x: tf.debugging.assert_greater_equal(x, 0.0, message=in_range),
+                              lambda x: tf.debugging.assert_less_equal(x, 1.0, message=in_range))
+        scale = 255.0 if images.dtype == tf.uint8 else 1.0
+        return tf.cast(images, tf.float32) / scale - 0.5
+
+    def encode(self, images):
+        return self.vqvae.encode(self.model_images(images))
+
+    def decode(self, indices):
+        (h, w), k = self.grid_shape, self.num_embeddings
+        indices = tf.ensure_shape(indices, (None, h, w), name=f"expected_indices_of_shape_batch_{h}_{w}")
+        in_range = f"indices must lie in [0, {k}): this model has {k} codes"
+        indices = _checked(indices, lambda x: tf.debugging.assert_non_negative(x, message=in_range),
+                           lambda x: tf.debugging.assert_less(x, k, message=in_range))
+        return self.vqvae.decode(indices) + 0.5
+
+    def reconstruct(self, images):
+        return self.vqvae.reconstruct(self.model_images(images)) + 0.5
+
+    def sample(self, num_samples, seed, temperature=1.0, condition=None):
+        num_samples = _checked(tf.convert_to_tensor(num_samples, tf.int32),
+                               lambda n: tf.debugging.assert_positive(n, "num_samples must be >= 1"))
+        seed = _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
+        temperature = _checked(tf.cast(temperature, tf.float32),
+                               lambda t: tf.debugging.assert_positive(t, "temperature must be positive"))
+        classes = self.sampler.num_classes
+        labels = None
+        if classes:
+            if condition is not None:
+                in_range = f"condition must lie in [0, {classes}): the slice positions this prior knows"
+                condition = _checked(condition, lambda c: tf.debugging.assert_non_negative(c, message=in_range),
+                                     lambda c: tf.debugging.assert_less(c, classes, message=in_range))
+            labels = sample_labels(num_samples, classes, condition)
+        indices = self.sampler.draw(sample_seeds(seed, 0, num_samples), temperature, labels)
+        return {"images": self.vqvae.decode(indices) + 0.5, "indices": indices}
+
+
+def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
+    """`function` as a tf.function traced once for each signature (a list of specs): the SavedModel keeps them all,
+    and a call picks the one its arguments match."""
+    traced = tf.function(function)
+    for signature in signatures:
+        traced.get_concrete_function(*signature)
+    return traced
+
+
+def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = None):
+    """A `keras.export.ExportArchive` with the endpoints this module describes (`sample` only with a prior)."""
+    endpoints = _Endpoints(vqvae, image_size, prior)
+    archive = keras.export.ExportArchive()
+    # The first signature traced is the one TF Serving sees (float images; every sample argument); Python calls get
+    # all of them. Rank and size are checked in the graph.
+    images = [[tf.TensorSpec(None, dtype)] for dtype in (tf.float32, tf.uint8)]
+    reconstruct = _traced(endpoints.reconstruct, images)
+    archive.add_endpoint("serving_default", reconstruct)
+    archive.add_endpoint("reconstruct", reconstruct)
+    archive.add_endpoint("encode", _traced(endpoints.encode, images))
+    archive.add_endpoint("decode", _traced(endpoints.decode, [[tf.TensorSpec(None, tf.int32)]]))
+    if prior is not None:
+        arguments = [_scalar(tf.int32), _scalar(tf.int32), _scalar(tf.float32), _scalar(tf.int32)]
+        optional = 2 if endpoints.sampler.num_classes else 1  # temperature, and condition for a conditional prior
+        signatures = [arguments[:2 + n] for n in reversed(range(optional + 1))]  # the longest first
+        archive.add_endpoint("sample", _traced(endpoints.sample, signatures))
+    return archive
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, prior: str | None = "pixelcnn") -> Path:
+    """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn', 'dcgan') as a
+    SavedModel into `out` (default RUN_DIR/saved_model), with a model card README.md; returns `out`.
+
+    An existing SavedModel in `out` is replaced only once the new one is written; any other non-empty folder is
+    refused."""
+    run = RunFolder(run_dir)
+    out = Path(out) if out is not None else run.export_path
+    if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
+        raise InputError(f"{out} exists and holds something other than a SavedModel: give a new or empty --out")
+    config, vqvae, model = run.load(prior)
+    archive = build_archive(vqvae, config.image_size, model)
+    temporary = out.with_name(out.name + ".partial")
+    shutil.rmtree(temporary, ignore_errors=True)
+    archive.write_out(str(temporary), verbose=False)
+    (temporary / "README.md").write_text(model_card(run, config, prior))
+    if out.exists():
+        shutil.rmtree(out)
+    temporary.rename(out)
+    return out
+
+
+def train_flags(config: TrainConfig) -> str:
+    """The train flags that rebuild `config`: those that differ from the defaults."""
+    defaults = TrainConfig()
+    return " ".join(f"{flag(f.name)} {shown(getattr(config, f.name))}" for f in dataclasses.fields(config)
+                    if getattr(config, f.name) != getattr(defaults, f.name))
+
+
+def _figures(values: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+
+def model_card(run: RunFolder, config: TrainConfig, prior: str | None) -> str:
+    """The exported model's card: what it is, its data, configuration and measured metrics, how it was made and how
+    to load it."""
+    results = run.read_metrics()
+    made_with = dataclasses.replace(config, prior=prior) if prior else config
+    train_command = f"python -m keras_vqvae.train {train_flags(made_with)}".rstrip()
+    export_command = f"python -m keras_vqvae.export {run.path} --out saved_model --prior {prior or 'none'}"
+    lines = [
+        "# keras_vqvae model", "",
+        f"A VQ-VAE of {config.image_size}x{config.image_size} brain MRI slices "
+        + (f"with a {prior} prior over its codes" if prior else "(no prior: no sample endpoint)")
+        + ", exported as a TensorFlow SavedModel that runs without keras_vqvae installed.", "",
+        "## Load it", "", "```python", "import tensorflow as tf",
+        "model = tf.saved_model.load(\"saved_model\")",
+        "images = model.sample(16, 0)[\"images\"]  # (16, S, S, 1) float32 in [0, 1]" if prior else
+        "codes = model.encode(images)  # images (batch, S, S, 1), uint8 or float32 in [0, 1]", "```", "",
+        "## Endpoints", "", "```", "\n\n".join(__doc__.split("\n\n")[1:3]), "```", "",
+        "## Data", "", results.get("data", "not recorded"), "",
+        *[f"- {note}" for note in results.get("notes", [])], "",
+        "## Configuration", "", "```json", json.dumps(dataclasses.asdict(config), indent=1), "```", "",
+        "## Measured metrics", "",
+    ]
+    if "vqvae" in results:
+        lines.append(f"- VQ-VAE, test split: {_figures(results['vqvae']['test'])}")
+    if prior and prior in results:
+        lines.append(f"- {prior} prior, test split: {_figures(results[prior]['test'])}")
+        lines.append(f"- generated slices: {_figures(results[prior]['generation'])}")
+    lines += ["", "## How it was made", "", "```", train_command, export_command, "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""Models and their optimizers built from a run's configuration: the VQ-VAE here, each prior by its kind's
+`build` (see `keras_vqvae.priors.kind`)."""
+
+from __future__ import annotations
+
+from keras_vqvae.models.networks import Decoder, Encoder
+from keras_vqvae.models.optimization import cosine_adam
+from keras_vqvae.models.quantizer import VectorQuantizer
+from keras_vqvae.models.vqvae import VQVAE
+from keras_vqvae.priors import PriorContext, PriorKind
+from keras_vqvae.training.config import TrainConfig
+
+
+def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int) -> VQVAE:
+    """The VQ-VAE and its optimizer (Adam on a cosine schedule) as `config` describes them."""
+    codebook_by_loss = {"ema_decay": None} if config.codebook_update == "loss" else {}  # else the EMA default
+    model = VQVAE(
+        Encoder(config.embedding_dim, config.channels, config.residual_blocks, config.downsampling),
+        VectorQuantizer(config.num_embeddings, config.embedding_dim, beta=config.beta,
+                        dead_code_steps=config.dead_code_steps, **codebook_by_loss),
+        Decoder(config.embedding_dim, config.channels, config.residual_blocks, config.downsampling),
+        data_variance=data_variance)
+    model.compile(optimizer=cosine_adam(config.learning_rate, config.epochs, steps_per_epoch))
+    return model
+
+
+def build_prior(config: TrainConfig, kind: PriorKind, context: PriorContext):
+    """The prior of `kind` and its optimizer(s), with the settings `config` holds for it."""
+    return kind.build(config.prior_settings(kind), context)

@@ -1,0 +1,193 @@
+"""A training run: the VQ-VAE stage, then the prior stage over its codes, into a run folder; the same call resumes.
+
+`train(config)` validates the run folder, reads the data, trains (or resumes) each stage with a checkpoint after
+every epoch, evaluates it, draws its pictures, and generates and scores new slices (see
+`keras_vqvae.training.run_folder` for what the folder holds).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from keras_vqvae.batching import apply_in_batches
+from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
+from keras_vqvae.errors import InputError
+from keras_vqvae.metrics.generation import collapse_warning, generation_metrics
+from keras_vqvae.models.vqvae import VQVAE
+from keras_vqvae.priors import PRIOR_KINDS, PriorContext, PriorKind
+from keras_vqvae.priors.generation import generate
+from keras_vqvae.training import plots
+from keras_vqvae.training.builders import build_prior, build_vqvae
+from keras_vqvae.training.config import TrainConfig
+from keras_vqvae.training.distribute import make_strategy, precision
+from keras_vqvae.training.fitting import fit_resumably
+from keras_vqvae.training.run_folder import VQVAE_STAGE, RunFolder
+
+STAGES = ("vqvae", "prior", "all")
+ENCODING_BATCH_SIZE = 64
+
+
+def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") -> dict:
+    """Trains (or resumes) the stages of the run `config` describes: 'vqvae', 'prior' (needs a trained VQ-VAE in
+    the run folder) or 'all', the prior being `config.prior`. Returns the metrics also written to metrics.json:
+    a section per stage ('vqvae', and the prior's name); a prior's holds its generation metrics."""
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+    run = RunFolder(config.run_dir)
+    if run.is_run():
+        config.check_resumable_from(run.read_config())
+    elif run.path.exists() and any(run.path.iterdir()):
+        raise InputError(f"{run.path} exists and is not a keras_vqvae run folder: give a new or empty --run-dir")
+    if stage == "prior" and not run.model_path.exists():
+        raise InputError(f"{run.path} holds no trained VQ-VAE ({run.MODEL_FILE}): train it first with --stage vqvae "
+                         f"(or --stage all, the default)")
+    strategy = make_strategy(config.strategy)  # before anything is written: a missing TPU or TF_CONFIG is reported
+    run.write_config(config)
+    run.check_states()  # before the data, so that a broken run folder is reported at once
+
+    slices = load_slices(config.data, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
+    print(slices.summary())
+    for note in slices.notes:
+        print(f"note: {note}")
+    if config.condition == "slice" and min(min(s.slice_numbers) for s in slices.splits()) < 0:
+        raise InputError("--condition slice needs slice numbers in the file names (like case_001_slice_0.png), and "
+                         "some names carry none: rename the files, or use --condition none")
+    images = {split.name: make_dataset(split, config.image_size, config.batch_size, cache=config.cache)
+              for split in slices.splits()}
+    results = {**run.read_metrics(), "data": slices.summary(), "notes": list(slices.notes)}
+
+    with precision(config.mixed_precision), strategy.scope():  # models are built and loaded inside
+        if stage == "prior":
+            vqvae = keras.saving.load_model(run.model_path)
+        else:
+            vqvae, results[VQVAE_STAGE] = _train_vqvae(config, run, slices, images, verbose)
+            run.write_metrics(results)
+        if stage != "vqvae":
+            kind = PRIOR_KINDS[config.prior]
+            results[kind.name] = _train_prior(config, run, kind, slices, images, vqvae, verbose)
+            run.write_metrics(results)
+    return results
+
+
+def _train_vqvae(config: TrainConfig, run: RunFolder, slices, images: dict, verbose) -> tuple[VQVAE, dict]:
+    train_data = make_dataset(slices.train, config.image_size, config.batch_size, training=True, seed=config.seed,
+                              cache=config.cache)
+    steps_per_epoch = math.ceil(len(slices.train) / config.batch_size)
+
+    def build():
+        keras.utils.set_random_seed(config.seed)
+        return build_vqvae(config, pixel_variance(train_data), steps_per_epoch)
+
+    model, history = fit_resumably(build, run.checkpoints(VQVAE_STAGE), config.epochs, train_data,
+                                   images["validate"], run.logs(VQVAE_STAGE), verbose, jit_compile=config.jit_compile)
+    run.save_model(VQVAE_STAGE, model)
+    run.write_history(VQVAE_STAGE, history)
+    results = {**_timing(history, len(slices.train), "images"),
+               **_evaluate(model, {split: images[split] for split in ("validate", "test")}, verbose)}
+    test_images = _images(images["test"])  # (N, H, W, 1) in [0, 1]
+    reconstructions = apply_in_batches(model.reconstruct, images["test"]) + 0.5
+    plots.plot_vqvae_run(history, test_images, reconstructions, encode_images(model, images["test"], verbose=0),
+                         model.quantizer.num_embeddings, results["test"], run.plots)
+    return model, results
+
+
+def encode_images(vqvae: VQVAE, dataset, verbose: int = 1) -> np.ndarray:
+    """Code maps (N, h, w) int32 of every batch of images in `dataset`; progress as keras.utils.Progbar's `verbose`
+    (0 silent, 1 a bar, 2 a line at the end)."""
+    return apply_in_batches(vqvae.encode, dataset, verbose)
+
+
+def _images(dataset) -> np.ndarray:
+    """Every image of a dataset of batches in [-0.5, 0.5], as (N, H, W, 1) in [0, 1]."""
+    return np.concatenate([batch.numpy() for batch in dataset]) + 0.5
+
+
+def _timing(history: list[dict[str, float]], examples_per_epoch: int, unit: str) -> dict:
+    train_seconds = sum(row["train_seconds"] for row in history)
+    return {"epochs": len(history), "seconds": round(sum(row["seconds"] for row in history), 1),  # with validation
+            "train_seconds": round(train_seconds, 1),
+            f"train_{unit}_per_second": round(len(history) * examples_per_epoch / train_seconds, 1)}
+
+
+def _evaluate(model: keras.Model, splits: dict, verbose) -> dict[str, dict[str, float]]:
+    """model.evaluate on each named dataset of `splits`, each announced and with a progress bar unless verbose is 0."""
+    results = {}
+    for split, dataset in splits.items():
+        if verbose:
+            print(f"evaluating {model.name} on the {split} split")
+        results[split] = model.evaluate(dataset, return_dict=True, verbose=_progress(verbose))
+    return results
+
+
+def _progress(verbose) -> int:
+    """Progbar's verbosity for fit's: 'auto' and 1 show a bar, 2 a line at the end, 0 nothing."""
+    return 1 if verbose == "auto" else int(verbose)
+
+
+def _code_maps(config: TrainConfig, run: RunFolder, slices, vqvae: VQVAE, vqvae_epochs: int,
+               verbose) -> dict[str, np.ndarray]:
+    """Each split's code maps, from the run folder when this VQ-VAE made them, else encoded now and kept there."""
+    codes = run.read_codes(vqvae_epochs)
+    if codes is not None:
+        return codes
+    if verbose:
+        print(f"encoding every split into code maps with the VQ-VAE (kept in {run.path / run.CODES_FILE})")
+    codes = {split.name: encode_images(vqvae, make_dataset(split, config.image_size, ENCODING_BATCH_SIZE,
+                                                           cache="none"),  # one pass: nothing to keep
+                                       verbose=_progress(verbose))
+             for split in slices.splits()}
+    run.write_codes(codes, vqvae_epochs)
+    return codes
+
+
+def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
+                 verbose) -> dict:
+    """Trains (or resumes) the prior of `kind` on the VQ-VAE's code maps, then generates and scores new slices."""
+    vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
+    codes = _code_maps(config, run, slices, vqvae, vqvae_epochs, verbose)
+    settings = config.prior_settings(kind)
+    conditional = kind.conditional and config.condition == "slice"
+    labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
+    batch_size = min(settings.batch_size, len(codes["train"])) if kind.drop_remainder else settings.batch_size
+    test_images = _images(images["test"])
+    context = PriorContext(
+        vqvae=vqvae, grid_shape=codes["train"].shape[1:], seed=config.seed, real_images=test_images,
+        num_classes=int(max(max(s.slice_numbers) for s in slices.splits())) + 1 if conditional else 0,
+        steps_per_epoch=math.ceil(len(codes["train"]) / batch_size))
+
+    def dataset(split, training=False):
+        return make_code_dataset(codes[split], batch_size, labels=labels[split], training=training, seed=config.seed,
+                                 drop_remainder=training and kind.drop_remainder)
+
+    def build():
+        keras.utils.set_random_seed(config.seed)
+        return build_prior(config, kind, context)
+
+    model, history = fit_resumably(build, run.checkpoints(kind.name), settings.epochs, dataset("train", True),
+                                   dataset("validate"), run.logs(kind.name), verbose,
+                                   callbacks=kind.callbacks(context),
+                                   tag={"vqvae_epochs": vqvae_epochs, **config.prior_tag(kind)},
+                                   jit_compile=config.jit_compile)
+    run.save_model(kind.name, model)
+    run.write_history(kind.name, history)
+    results = {**_timing(history, len(codes["train"]), "maps"),
+               **_evaluate(model, {split: dataset(split) for split in ("validate", "test")}, verbose)}
+
+    started = time.perf_counter()
+    generated, _ = generate(vqvae, model, config.num_generated, seed=config.seed, temperature=config.temperature,
+                            batch_size=ENCODING_BATCH_SIZE, verbose=_progress(verbose))
+    sampling_seconds = time.perf_counter() - started
+    if verbose:
+        print(f"comparing {len(generated)} generated slices with the test and training slices")
+    results["generation"] = {**generation_metrics(generated, test_images, _images(images["train"]), seed=config.seed),
+                             "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
+    warning = collapse_warning(results["generation"])
+    if warning:
+        print(f"warning: {warning}")
+    plots.plot_prior_run(kind.name, kind.fit_summary(results["test"]), history, generated, results["generation"],
+                         run.plots)
+    return results

@@ -1,0 +1,87 @@
+"""The package's layout is its architecture: imports run one way, data -> metrics -> models -> priors -> training ->
+export -> commands, with no cycles, and no library module imports a command."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "keras_vqvae"
+COMMANDS = {"keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.__main__",
+            "keras_vqvae.data.__main__", "keras_vqvae.cli"}
+LAYERS = [  # each layer may import its own and the layers above it only
+    {"keras_vqvae.errors", "keras_vqvae.settings", "keras_vqvae.batching"},
+    {"keras_vqvae.data"},
+    {"keras_vqvae.metrics"},
+    {"keras_vqvae.models"},
+    {"keras_vqvae.priors"},
+    {"keras_vqvae.training"},
+    {"keras_vqvae.savedmodel"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+NAMES = {module_name(path) for path in PACKAGE.rglob("*.py")}
+
+
+def imports_of(path: Path) -> set[str]:
+    """The keras_vqvae modules `path` imports (`from keras_vqvae.data import synthetic` imports the submodule)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("keras_vqvae")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("keras_vqvae"):
+            found |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in NAMES else node.module
+                      for alias in node.names}
+    return found
+
+
+MODULES = {module_name(path): imports_of(path) for path in PACKAGE.rglob("*.py")}
+
+
+def layer_of(module: str) -> int | None:
+    for index, layer in enumerate(LAYERS):
+        if any(module == top or module.startswith(top + ".") for top in layer):
+            return index
+    return None
+
+
+def test_every_module_has_its_place_in_the_pipeline():
+    unplaced = [m for m in MODULES if m not in COMMANDS and m != "keras_vqvae" and layer_of(m) is None]
+    assert not unplaced, f"modules in no layer: {unplaced}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m not in COMMANDS and m != "keras_vqvae"))
+def test_a_library_module_imports_only_its_own_layer_and_those_before_it_never_a_command(module):
+    for imported in MODULES[module]:
+        assert imported not in COMMANDS, f"{module} imports the command module {imported}"
+        if imported != "keras_vqvae":
+            assert layer_of(imported) <= layer_of(module), f"{module} imports {imported}, a later layer"
+
+
+def test_imports_between_modules_have_no_cycle():
+    graph = {module: {i for i in imports if i in MODULES} for module, imports in MODULES.items()}
+    visiting, done = set(), set()
+
+    def visit(module, path):
+        assert module not in visiting, f"import cycle: {' -> '.join([*path, module])}"
+        if module in done:
+            return
+        visiting.add(module)
+        for imported in graph[module]:
+            visit(imported, [*path, module])
+        visiting.discard(module)
+        done.add(module)
+
+    for module in graph:
+        visit(module, [])
+
+
+def test_the_train_command_is_only_a_command():
+    assert len((PACKAGE / "train.py").read_text().splitlines()) <= 150
