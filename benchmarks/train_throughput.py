@@ -31,8 +31,9 @@ import sys
 import time
 
 import hardware
+from keras_vqvae.priors import PRIOR_KINDS
 
-MODELS = ("vqvae", "pixelcnn", "dcgan")
+MODELS = ("vqvae", *PRIOR_KINDS)  # the VQ-VAE and every registered prior
 VARIANTS = ("default", "xla", "mixed_precision")
 
 
