@@ -23,20 +23,36 @@ def option(default, help: str, check: Callable[[object], bool] | None = None, **
     return dataclasses.field(default=default, metadata={"help": help, "check": check, **metadata})
 
 
-def at_least(smallest) -> Callable[[object], bool]:
-    return lambda value: value >= smallest
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A setting's check: `test(value)` says whether a value can be used, `rule` says which can ("at least 1"), for
+    the error that names the flag."""
+
+    test: Callable[[object], bool]
+    rule: str
+
+    def __call__(self, value) -> bool:
+        return self.test(value)
 
 
-def positive(value) -> bool:
-    return value > 0
+def at_least(smallest) -> Check:
+    return Check(lambda value: value >= smallest, f"at least {smallest}")
 
 
-def odd_at_least(smallest: int) -> Callable[[int], bool]:
-    return lambda value: value >= smallest and value % 2 == 1
+def between(smallest, largest) -> Check:
+    return Check(lambda value: smallest <= value <= largest, f"between {smallest} and {largest}")
 
 
-def power_of_two_at_least(smallest: int) -> Callable[[int], bool]:
-    return lambda value: value >= smallest and 2 ** round(math.log2(value)) == value
+positive = Check(lambda value: value > 0, "positive")
+
+
+def odd_at_least(smallest: int) -> Check:
+    return Check(lambda value: value >= smallest and value % 2 == 1, f"odd and at least {smallest}")
+
+
+def power_of_two_at_least(smallest: int) -> Check:
+    return Check(lambda value: value >= smallest and 2 ** round(math.log2(value)) == value,
+                 f"a power of two, at least {smallest}")
 
 
 def flag(name: str, prefix: str = "") -> str:
@@ -51,8 +67,15 @@ def shown(value) -> str:
 
 def check_settings(settings, prefix: str = "") -> None:
     """Raises InputError naming the flag of the first field of the dataclass instance `settings` whose value fails
-    its check; `prefix` is the flags' prefix ('pixelcnn' for --pixelcnn-epochs)."""
+    its check, with the values it takes (a `Check`'s rule); a float must also be finite (not inf or nan). `prefix`
+    is the flags' prefix ('pixelcnn' for --pixelcnn-epochs)."""
     for field in dataclasses.fields(settings):
         check, value = field.metadata.get("check"), getattr(settings, field.name)
-        if check is not None and not check(value):
-            raise InputError(f"{flag(field.name, prefix)} {shown(value)} is out of range: {field.metadata['help']}")
+        if isinstance(value, float) and not math.isfinite(value):
+            rule = "a finite number"
+        elif check is not None and not check(value):
+            rule = getattr(check, "rule", None)
+        else:
+            continue
+        takes = f" (it must be {rule})" if rule else ""
+        raise InputError(f"{flag(field.name, prefix)} {shown(value)} is out of range{takes}: {field.metadata['help']}")

@@ -1,8 +1,11 @@
 import gzip
 import hashlib
+import io
+import re
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from conftest import write_slices
@@ -99,6 +102,67 @@ def test_an_unreadable_png_is_named(tmp_path, subject_slices, damage):
     victim.write_bytes(damage(victim.read_bytes()))
     with pytest.raises(InputError, match=r"case_002_slice_1\.nii\.png is not a readable image.*copy it again"):
         read_folder(tmp_path)
+
+
+def _saved(image: Image.Image, image_format: str, **options) -> bytes:
+    data = io.BytesIO()
+    image.save(data, image_format, **options)
+    return data.getvalue()
+
+
+# Images Pillow reads, as (format, mode, bytes): every format Pillow writes that a folder of slices might hold.
+IMAGES = [(image_format, mode, lambda image, f=image_format, m=mode: _saved(image.convert(m), f))
+          for image_format, modes in (("PNG", ("1", "L", "LA", "P", "RGB", "RGBA")), ("JPEG", ("L", "RGB", "CMYK")),
+                                      ("GIF", ("L", "P")), ("BMP", ("L", "RGB")), ("TIFF", ("L", "RGB")),
+                                      ("WEBP", ("RGB",)))
+          for mode in modes]
+
+
+@pytest.mark.parametrize("image_format, mode, encode", IMAGES, ids=[f"{f}-{m}" for f, m, _ in IMAGES])
+def test_the_scan_accepts_exactly_the_images_the_pipeline_decodes(tmp_path, subject_slices, image_format, mode,
+                                                                   encode):
+    write_slices(tmp_path, subject_slices[:1], [1, 2, 3])
+    (tmp_path / "case_002_slice_0.nii.png").write_bytes(encode(Image.fromarray(subject_slices[0])))  # named .png
+    try:
+        data = read_folder(tmp_path)
+    except InputError as error:
+        accepted = False
+        assert str(error).startswith(f"{tmp_path / 'case_002_slice_0.nii.png'} holds {image_format}")
+        assert str(error).endswith("which the pipeline cannot decode (it reads PNG, and grayscale or RGB JPEG): save "
+                                   "it as a PNG, or delete it")
+    else:
+        accepted = True
+        for split in data.splits():
+            list(make_dataset(split, 32, 1))
+    try:
+        tf.io.decode_image(tf.io.read_file(str(tmp_path / "case_002_slice_0.nii.png")), channels=1,
+                           expand_animations=False)
+        decodable = True
+    except tf.errors.InvalidArgumentError:
+        decodable = False
+    assert accepted == decodable
+
+
+def test_blank_slices_are_refused_by_their_variance(tmp_path, subject_slices):
+    write_slices(tmp_path, np.zeros_like(subject_slices[:2]), [1, 2, 3])
+    with pytest.raises(InputError, match=r"every pixel of the training slices has the same value \(they are blank\)"):
+        pixel_variance(make_dataset(read_folder(tmp_path).train, 32, 2))
+
+
+@pytest.mark.parametrize("cache, message", [
+    ("{tmp}/nowhere/cache_", "--cache folder {tmp}/nowhere does not exist: create it, or give --cache memory or none"),
+    ("{tmp}/a_file/cache_", "{tmp}/a_file is a file, not a folder"),
+])
+def test_a_disk_cache_whose_folder_cannot_take_it_is_named(oasis_folder, tmp_path, cache, message):
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(InputError, match=re.escape(message.format(tmp=tmp_path))):
+        make_dataset(load_slices(oasis_folder).train, 32, 4, cache=cache.format(tmp=tmp_path))
+
+
+def test_a_symbolic_link_loop_is_no_missing_folder(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(InputError, match="loop is a symbolic link that leads back to itself"):
+        read_folder(tmp_path / "loop")
 
 
 def test_a_partial_oasis_layout_names_the_missing_folder(oasis_folder):

@@ -8,12 +8,14 @@ Three folder layouts are understood:
   deterministically by seed, so that no subject is in two splits.
 
 Subjects are read from file names such as ``case_001_slice_0.nii.png`` (subject 001, slice 0).
-Images are checked when the folder is read, so a corrupt file is named before training starts, not deep inside it.
+Images are checked when the folder is read, so a corrupt file, or one the pipeline cannot decode, is named before
+training starts, not deep inside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -23,7 +25,7 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from keras_vqvae.data import synthetic
-from keras_vqvae.errors import InputError
+from keras_vqvae.errors import InputError, existing_folder, folder_to_write
 
 SPLITS = synthetic.SPLITS
 OASIS_FOLDERS = {split: f"keras_png_slices_{split}" for split in SPLITS}
@@ -109,8 +111,9 @@ def synthetic_slices(subjects: synthetic.SubjectSplit = synthetic.SubjectSplit()
 
 def read_folder(path: str | Path, seed: int = 0) -> Slices:
     """Slices from a folder in the OASIS layout, or any folder of slices split by subject (see module docstring)."""
-    root = _existing_folder(path, "give the folder that holds keras_png_slices_train, _validate and _test (or any "
-                                  "folder of PNG slices), or leave --data out for the embedded data")
+    root = existing_folder(path, "data folder", "give the folder that holds keras_png_slices_train, _validate and "
+                                                "_test (or any folder of PNG slices), or leave --data out for the "
+                                                "embedded data")
     present = {split: root / folder for split, folder in OASIS_FOLDERS.items() if (root / folder).is_dir()}
     if present:
         missing = [OASIS_FOLDERS[s] for s in SPLITS if s not in present]
@@ -130,17 +133,8 @@ def read_folder(path: str | Path, seed: int = 0) -> Slices:
 
 def read_images(path: str | Path) -> tuple[SliceSet, tuple[str, ...]]:
     """Every slice in one folder, in name order, as a SliceSet named "images", and notes on conversions."""
-    scan = _scan(_existing_folder(path, "give a folder of PNG or JPEG slices"))
+    scan = _scan(existing_folder(path, "data folder", "give a folder of PNG or JPEG slices"))
     return _slice_set("images", scan.files), _notes([scan])
-
-
-def _existing_folder(path: str | Path, what_to_give: str) -> Path:
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise InputError(f"data folder {root} does not exist: {what_to_give}")
-    if not root.is_dir():
-        raise InputError(f"{root} is a file, not a folder: {what_to_give}")
-    return root
 
 
 @dataclasses.dataclass
@@ -159,17 +153,30 @@ def _scan(folder: Path) -> _Scan:
     if not files:
         found = f" (found only {len(entries)} other files, e.g. {entries[0].name})" if entries else " (it is empty)"
         raise InputError(f"no PNG or JPEG slices in {folder}{found}: give the folder that holds the slices")
-    modes, sizes = Counter(), Counter()
+    modes, sizes, undecodable = Counter(), Counter(), []
     for file in files:
         try:
             with Image.open(file) as image:
                 modes[image.mode] += 1
                 sizes[image.size] += 1
+                if not _decodable(image.format, image.mode):
+                    undecodable.append(f"{file} holds {image.format} {image.mode} image data")
                 image.verify()  # checks the whole file's structure and checksums without decoding pixels
         except (OSError, SyntaxError, UnidentifiedImageError) as error:
             raise InputError(f"{file} is not a readable image ({error}): copy it again or delete it") from None
+    if undecodable:
+        others = f" (and {len(undecodable) - 1} more files like it)" if len(undecodable) > 1 else ""
+        raise InputError(f"{undecodable[0]}{others}, which the pipeline cannot decode (it reads PNG, and grayscale "
+                         f"or RGB JPEG): save it as a PNG, or delete it")
     ignored = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
     return _Scan(files, modes, sizes, ignored)
+
+
+def _decodable(image_format: str | None, mode: str) -> bool:
+    """Whether `_decode_file` decodes an image that Pillow reads as `image_format` in `mode`: TensorFlow reads PNG in
+    every mode and JPEG in L or RGB (MPO is a JPEG with more pictures after the first), but not CMYK JPEG, nor GIF,
+    BMP, WebP or TIFF into one channel, whatever the file's name."""
+    return image_format == "PNG" or (image_format in ("JPEG", "MPO") and mode in ("L", "RGB"))
 
 
 def _notes(scans: list[_Scan]) -> tuple[str, ...]:
@@ -247,6 +254,9 @@ def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, train
     """
     if len(slice_set) == 0:
         raise InputError(f"the {slice_set.name} split has no slices: give more subjects or another folder")
+    if cache not in ("memory", "none"):  # a path prefix: its folder must exist and take the files
+        folder_to_write(existing_folder(os.path.dirname(cache) or ".", "--cache folder", "create it, or give --cache "
+                                        "memory or none"), "--cache")
 
     def normalise(image):  # (H, W, 1) in [0, 1] -> (image_size, image_size, 1) in [-0.5, 0.5]
         height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -266,7 +276,8 @@ def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, train
 
 
 def pixel_variance(dataset: tf.data.Dataset) -> float:
-    """Variance of all pixels of a (batched) dataset, in one pass: the normaliser of the reconstruction loss."""
+    """Variance of all pixels of a (batched) dataset, in one pass: the normaliser of the reconstruction loss. An
+    InputError when it is zero (blank slices), which no loss can be normalised by."""
     total, total_sq, count = 0.0, 0.0, 0
     for images in dataset:
         values = images.numpy().astype(np.float64)
@@ -274,4 +285,8 @@ def pixel_variance(dataset: tf.data.Dataset) -> float:
         total_sq += np.square(values).sum()
         count += values.size
     mean = total / count
-    return float(total_sq / count - mean * mean)
+    variance = float(total_sq / count - mean * mean)
+    if variance < 1e-12:  # far above rounding error, far below the variance of any slice that shows something
+        raise InputError("every pixel of the training slices has the same value (they are blank), so there is "
+                         "nothing to learn: check the images in --data")
+    return variance

@@ -32,6 +32,13 @@ def _doublings(grid_shape: tuple[int, int]) -> int:
     return count
 
 
+def grid_problem(grid_shape: tuple[int, int]) -> str | None:
+    """Why the DCGAN cannot model code maps of `grid_shape` (h, w), or None when it can."""
+    if _doublings(grid_shape) < 1:
+        return f"needs code maps with both sides even and at least {2 * SMALLEST_MAP_SIDE}"
+    return None
+
+
 def _scaled(optimizer: keras.optimizers.Optimizer, policy: str) -> keras.optimizers.Optimizer:
     """`optimizer` wrapped for dynamic loss scaling under float16 (as `keras.Model.compile` wraps its own)."""
     if policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
@@ -97,9 +104,9 @@ class LatentDCGAN(keras.Model):
         if noise_dim < 1 or filters < 1:
             raise ValueError(f"need noise_dim >= 1 and filters >= 1, got {noise_dim}, {filters}")
         self.grid_shape = tuple(int(side) for side in grid_shape)
-        if _doublings(self.grid_shape) < 1:
-            raise ValueError(f"grid_shape {self.grid_shape} is too small: the DCGAN needs both sides even and at "
-                             f"least {2 * SMALLEST_MAP_SIDE}")
+        problem = grid_problem(self.grid_shape)
+        if problem:
+            raise ValueError(f"grid_shape {self.grid_shape} is too small: the DCGAN {problem}")
         self.noise_dim, self.filters, self.snapping, self.seed = noise_dim, filters, snapping, seed
         self.quantizer = VectorQuantizer.from_config(quantizer.get_config())
         self.quantizer.build((None, quantizer.embedding_dim))
@@ -332,4 +339,5 @@ DCGAN = PriorKind(
     name="dcgan", description="a DCGAN over latent maps", model_class=LatentDCGAN,
     settings=DCGANSettings, build=build_dcgan,
     samplers=(NoiseSampler,), default_sampler=NoiseSampler.name, drop_remainder=True,  # no tiny batch for batch norm
+    grid_problem=grid_problem,
     callbacks=lambda context: [DiversityMonitor(context.vqvae, context.real_images, seed=context.seed)])

@@ -54,6 +54,8 @@ class PriorKind:
         default_sampler: the name of the one to use unless another is asked for.
         conditional: whether it can be conditioned on slice positions.
         drop_remainder: whether its training batches must all be full (batch normalisation).
+        grid_problem: (h, w) -> why it cannot model code maps of that shape (words that follow "the prior", for an
+            error message), or None when it can; checked with the configuration, before any training.
         callbacks: (context) -> Keras callbacks for its training.
         fit_summary: test metrics -> a few words for its sample grid's title ('' for none).
     """
@@ -67,5 +69,6 @@ class PriorKind:
     default_sampler: str
     conditional: bool = False
     drop_remainder: bool = False
+    grid_problem: Callable[[tuple[int, int]], str | None] = lambda grid_shape: None
     callbacks: Callable[[PriorContext], list] = lambda context: []
     fit_summary: Callable[[dict], str] = lambda test_metrics: ""

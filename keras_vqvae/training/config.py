@@ -14,8 +14,9 @@ from pathlib import Path
 from keras_vqvae.data.synthetic import SubjectSplit
 from keras_vqvae.errors import InputError
 from keras_vqvae.priors import PRIOR_KINDS, PriorKind
-from keras_vqvae.settings import (at_least, check_settings, flag, option, positive, power_of_two_at_least,
-                                  shown)
+from keras_vqvae.priors.sampler import MAX_SEED
+from keras_vqvae.settings import (Check, at_least, between, check_settings, flag, option, positive,
+                                  power_of_two_at_least, shown)
 from keras_vqvae.training.distribute import PRECISIONS, STRATEGIES
 
 CODEBOOK_UPDATES = ("ema", "loss")
@@ -50,10 +51,11 @@ class RunSettings:
                                          "loss", choices=CODEBOOK_UPDATES)
     beta: float = option(0.25, "commitment weight beta of the VQ loss (paper eq. 3)", at_least(0))
     dead_code_steps: int = option(50, "restart a code unused for this many training steps (0: never)", at_least(0))
-    seed: int = option(0, "seed for data splitting, shuffling, synthetic subjects and weights")
+    seed: int = option(0, "seed for data splitting, shuffling, synthetic subjects and weights",
+                       between(0, MAX_SEED))
     synthetic_subjects: tuple[int, int, int] = option(
-        (48, 8, 8), "with the embedded data: virtual subjects in train,validate,test", lambda counts: min(counts) >= 1,
-        parse=_subject_counts)
+        (48, 8, 8), "with the embedded data: virtual subjects in train,validate,test",
+        Check(lambda counts: min(counts) >= 1, "at least 1 in every split"), parse=_subject_counts)
     prior: str = option("pixelcnn", "which prior learns the codes: " + "; ".join(
         f"{kind.name}, {kind.description}" for kind in PRIOR_KINDS.values()) + ". A run folder can hold one of "
         "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS), resumable=True)
@@ -79,6 +81,12 @@ class RunSettings:
         if self.image_size % self.downsampling:
             raise InputError(f"--image-size {self.image_size} is not divisible by --downsampling {self.downsampling}: "
                              f"pick sizes such as 128 or 256 with downsampling 4 or 8")
+        side = self.image_size // self.downsampling
+        problem = PRIOR_KINDS[self.prior].grid_problem((side, side))
+        if problem:
+            raise InputError(f"--image-size {self.image_size} with --downsampling {self.downsampling} gives "
+                             f"{side}x{side} code maps, and the {self.prior} prior {problem}: raise --image-size, "
+                             f"lower --downsampling, or choose another --prior")
 
     @property
     def run_path(self) -> Path:
