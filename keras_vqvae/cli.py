@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import sys
 from typing import Callable
 
@@ -32,6 +33,15 @@ def argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return wrapped
+
+
+@argument_type
+def finite_float(text: str) -> float:
+    """A number for argparse's type=: inf and nan are refused."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:

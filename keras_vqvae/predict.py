@@ -19,9 +19,10 @@ from PIL import Image
 from keras_vqvae import cli
 from keras_vqvae.batching import apply_in_batches
 from keras_vqvae.data import make_dataset, read_images
-from keras_vqvae.errors import InputError
+from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.priors import PRIOR_KINDS
 from keras_vqvae.priors.generation import generate
+from keras_vqvae.priors.sampler import check_sampling_arguments
 from keras_vqvae.training import plots
 from keras_vqvae.training.run_folder import RunFolder
 
@@ -33,18 +34,19 @@ def _write_png(image: np.ndarray, path: Path) -> None:
     Image.fromarray(np.round(np.clip(image[..., 0], 0.0, 1.0) * 255).astype(np.uint8)).save(path)
 
 
-def sample_command(arguments) -> None:
+def sample_command(arguments, out: Path) -> None:
     kind = PRIOR_KINDS[arguments.prior]
     if arguments.sampler is not None and arguments.sampler not in {sampler.name for sampler in kind.samplers}:
         raise InputError(f"--sampler {arguments.sampler} is not a sampler of the {kind.name} prior, whose samplers are "
                          f"{', '.join(sampler.name for sampler in kind.samplers)}: pick one of them, or leave "
                          f"--sampler out")
+    check_sampling_arguments(0, arguments.num_samples, arguments.seed, arguments.temperature, arguments.batch_size,
+                             condition=None)  # before loading anything; the condition needs the prior
     config, vqvae, prior = RunFolder(arguments.run_dir).load(arguments.prior)
-    out = Path(arguments.out or Path(arguments.run_dir) / "samples")
-    out.mkdir(parents=True, exist_ok=True)
     images, codes = generate(vqvae, prior, arguments.num_samples, arguments.seed, arguments.temperature,
                              arguments.condition, arguments.sampler, arguments.batch_size,
                              verbose=0 if arguments.quiet else 1)
+    out.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
         _write_png(image, out / f"sample_{index:03d}.png")
     np.save(out / "codes.npy", codes)
@@ -55,12 +57,11 @@ def sample_command(arguments) -> None:
     print(f"wrote {len(images)} samples, codes.npy and grid.png to {out}")
 
 
-def reconstruct_command(arguments) -> None:
-    config, vqvae, _ = RunFolder(arguments.run_dir).load()
-    slices, notes = read_images(arguments.reconstruct)
+def reconstruct_command(arguments, out: Path) -> None:
+    slices, notes = read_images(arguments.reconstruct)  # every image checked before loading anything
     for note in notes:
         print(f"note: {note}")
-    out = Path(arguments.out or Path(arguments.run_dir) / "reconstructions")
+    config, vqvae, _ = RunFolder(arguments.run_dir).load()
     out.mkdir(parents=True, exist_ok=True)
     dataset = make_dataset(slices, config.image_size, arguments.batch_size)
     metrics = vqvae.evaluate(dataset, return_dict=True, verbose=0 if arguments.quiet else 1)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=16, help="how many slices to generate (default: 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed and temperature give the same "
                                                             "slices, whatever the batch size (default: 0)")
-    parser.add_argument("--temperature", type=float, default=1.0,
+    parser.add_argument("--temperature", type=cli.finite_float, default=1.0,
                         help="sampling temperature: below 1 favours likely codes, above 1 flattens them; for the "
                              "DCGAN, the scale of its noise (default: 1)")
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.batch_size < 1:
         raise InputError(f"--batch-size {arguments.batch_size} is out of range: give a positive number")
-    (reconstruct_command if arguments.reconstruct else sample_command)(arguments)
+    default_out = Path(arguments.run_dir) / ("reconstructions" if arguments.reconstruct else "samples")
+    out = folder_to_write(arguments.out or default_out, "--out")
+    (reconstruct_command if arguments.reconstruct else sample_command)(arguments, out)
     return 0
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_vqvae.errors import InputError
+from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import make_sampler
 from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
@@ -88,6 +88,9 @@ class _Endpoints:
     def sample(self, num_samples, seed, temperature=1.0, condition=None):
         num_samples = _checked(tf.convert_to_tensor(num_samples, tf.int32),
                                lambda n: tf.debugging.assert_positive(n, "num_samples must be >= 1"))
+        # A Python int comes in as a constant, which shape inference folds into the ops below before the check runs:
+        # a negative one would fail there, saying nothing of num_samples. It never sees one below 0.
+        num_samples = tf.maximum(num_samples, 0)
         seed = _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
         temperature = _checked(tf.cast(temperature, tf.float32),
                                lambda t: tf.debugging.assert_positive(t, "temperature must be positive"))
@@ -136,10 +139,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, prior: str | 
     """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn', 'dcgan') as a
     SavedModel into `out` (default RUN_DIR/saved_model), with a model card README.md; returns `out`.
 
-    An existing SavedModel in `out` is replaced only once the new one is written; any other non-empty folder is
-    refused."""
+    An existing SavedModel in `out` is replaced only once the new one is written; a file, or any other non-empty
+    folder, is refused before anything is loaded."""
     run = RunFolder(run_dir)
-    out = Path(out) if out is not None else run.export_path
+    out = folder_to_write(out if out is not None else run.export_path, "--out")
     if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
         raise InputError(f"{out} exists and holds something other than a SavedModel: give a new or empty --out")
     config, vqvae, model = run.load(prior)

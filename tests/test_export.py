@@ -134,6 +134,7 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     (lambda m: m.decode(np.full((1, *GRID), K, np.int32)), "indices must lie in [0, 16)"),
     (lambda m: m.decode(np.zeros((1, 4, 4), np.int32)), "expected_indices_of_shape_batch_8_8"),
     (lambda m: m.sample(0, 1), "num_samples must be >= 1"),
+    (lambda m: m.sample(-2, 0), "num_samples must be >= 1"),  # Python ints: constants for shape inference
     (lambda m: m.sample(2, 1, 1.0, 99), "condition must lie in [0, 32)"),
     (lambda m: m.sample(2, 1, -1.0), "temperature must be positive"),
 ])

@@ -80,10 +80,31 @@ def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_s
                                                    "samplers are noise: pick one of them, or leave --sampler out"),
     (["--prior", "dcgan", "--condition", "3"], "error: this prior was trained without a condition"),
 ])
-def test_bad_sampling_requests_give_one_line_and_status_2(run, capsys, arguments, message):
-    assert predict.main([str(run), *arguments, "--quiet"]) == 2
+def test_bad_sampling_requests_give_one_line_and_status_2_and_write_nothing(run, tmp_path, capsys, arguments,
+                                                                            message):
+    out = tmp_path / "samples"
+    assert predict.main([str(run), *arguments, "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--num-samples", "-2"], "error: the number of samples must be a positive whole number, got -2"),
+    (["--seed", "-1"], "error: the seed must be between 0 and 2147483647, got -1"),
+    (["--temperature", "inf"], "argument --temperature: inf is not a finite number"),
+    (["--prior", "dcgan", "--sampler", "cached"], "error: --sampler cached is not a sampler of the dcgan prior"),
+])
+def test_sampling_arguments_are_checked_before_the_models_are_loaded(run, tmp_path, capsys, monkeypatch, arguments,
+                                                                     message):
+    monkeypatch.setattr(RunFolder, "load", lambda *args: pytest.fail("loaded the models"))
+    try:
+        status = predict.main([str(run), *arguments, "--out", str(tmp_path / "samples")])
+    except SystemExit as exit_info:  # argparse's errors exit by themselves
+        status = exit_info.code
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "samples").exists()
 
 
 def test_a_run_folder_without_a_trained_vqvae_is_named(tmp_path, capsys):
