@@ -31,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     config = cli.config_from_arguments(TrainConfig, arguments)
     verbose = 0 if arguments.quiet else 1 if sys.stdout.isatty() else 2
     results = train(config, arguments.stage, verbose=verbose)
-    prior = None if arguments.stage == "vqvae" else config.prior
-    exported = export_run(config.run_dir, RunFolder(config.run_dir).export_path, prior)
+    run = RunFolder(config.run_dir)
+    prior = run.prior_to_export()  # after --stage vqvae too, the prior the run holds for this VQ-VAE
+    exported = export_run(run.path, run.export_path, prior)
     print(f"exported the VQ-VAE{'' if prior is None else ' and the ' + prior} as a SavedModel to {exported}")
+    for outdated in run.outdated_priors():
+        print(f"note: the run's {outdated} prior was trained on an earlier VQ-VAE: train it again with --stage prior "
+              f"--prior {outdated} to sample with it")
     if arguments.stage != "prior":
         test = results["vqvae"]["test"]
         print(f"VQ-VAE test: ssim {test['ssim']:.4f}, brain_ssim {test['brain_ssim']:.4f}, psnr {test['psnr']:.2f} dB, "

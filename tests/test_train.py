@@ -179,13 +179,16 @@ def test_a_config_json_from_before_the_prior_was_recorded_still_reads(tmp_path):
 def test_the_prior_stage_needs_a_trained_vqvae(tmp_path, capsys):
     run = tmp_path / "run"
     assert train.main([*TINY, "--stage", "prior", "--run-dir", str(run)]) == 2
-    assert capsys.readouterr().err == (f"error: {run} holds no trained VQ-VAE (vqvae.keras): train it first with "
-                                       f"--stage vqvae (or --stage all, the default)\n")
+    assert capsys.readouterr().err == (f"error: {run} holds no trained VQ-VAE (vqvae.keras): train it with python -m "
+                                       f"keras_vqvae.train --run-dir {run} (--stage vqvae or all)\n")
 
 
 def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     run = tmp_path / "run"
     RunFolder(run).write_config(TrainConfig(run_dir=str(run), channels=8))
+    (run / "checkpoints").mkdir()  # an epoch has finished
+    (run / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 1, "checkpoint": "epoch_001.keras",
+                                                                "history": [{"loss": 1.0}]}))
     assert train.main(["--run-dir", str(run), "--channels", "16"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {run} holds a run made with --channels 8 (now 16): repeat those flags to resume it, "
@@ -196,12 +199,12 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--data", "/no/such/folder"], "error: data folder /no/such/folder does not exist"),
     (["--image-size", "100", "--downsampling", "8"], "error: --image-size 100 is not divisible by --downsampling 8"),
     (["--downsampling", "6"], "error: --downsampling 6 is out of range"),
-    (["--epochs", "0"], "error: --epochs 0 is out of range"),
+    (["--epochs", "0"], "error: --epochs 0 is out of range (it must be at least 1): number of training epochs"),
     (["--synthetic-subjects", "3,0,1"], "error: --synthetic-subjects 3,0,1 is out of range"),
     (["--pixelcnn-kernel-size", "4"], "error: --pixelcnn-kernel-size 4 is out of range"),
     (["--dcgan-batch-size", "1"], "error: --dcgan-batch-size 1 is out of range"),
     (["--strategy", "multi-worker"], "error: --strategy multi-worker needs the TF_CONFIG environment variable"),
-    (["--temperature", "0"], "error: --temperature 0.0 is out of range"),
+    (["--temperature", "0"], "error: --temperature 0.0 is out of range (it must be positive)"),
 ])
 def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, message):
     assert train.main([*arguments, "--run-dir", str(tmp_path / "run")]) == 2
@@ -213,7 +216,8 @@ def test_a_state_file_naming_a_missing_checkpoint_is_reported_before_any_work(tm
     run = tmp_path / "run"
     RunFolder(run).write_config(TrainConfig(run_dir=str(run)))
     (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 3, "checkpoint": "epoch_003.keras"}))
+    (run / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 3, "checkpoint": "epoch_003.keras",
+                                                                "history": [{"loss": 1.0}] * 3}))
     assert train.main(["--run-dir", str(run)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {run / 'checkpoints' / 'state.json'} names epoch_003.keras, "
                                               f"which is missing")

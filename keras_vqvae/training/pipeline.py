@@ -1,12 +1,14 @@
 """A training run: the VQ-VAE stage, then the prior stage over its codes, into a run folder; the same call resumes.
 
-`train(config)` validates the run folder, reads the data, trains (or resumes) each stage with a checkpoint after
-every epoch, evaluates it, draws its pictures, and generates and scores new slices (see
-`keras_vqvae.training.run_folder` for what the folder holds).
+`train(config)` checks the settings, the run folder and the data before it writes anything, then trains (or
+resumes) each stage with a checkpoint after every epoch, evaluates it, draws its pictures, and generates and scores
+new slices (see `keras_vqvae.training.run_folder` for what the folder holds).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from keras_vqvae.batching import apply_in_batches
 from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
-from keras_vqvae.errors import InputError
+from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.metrics.generation import collapse_warning, generation_metrics
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PRIOR_KINDS, PriorContext, PriorKind
@@ -24,7 +26,8 @@ from keras_vqvae.training import plots
 from keras_vqvae.training.builders import build_prior, build_vqvae
 from keras_vqvae.training.config import TrainConfig
 from keras_vqvae.training.distribute import make_strategy, precision
-from keras_vqvae.training.fitting import fit_resumably
+from keras_vqvae.settings import flag, shown
+from keras_vqvae.training.fitting import Diverged, fit_resumably
 from keras_vqvae.training.run_folder import VQVAE_STAGE, RunFolder
 
 STAGES = ("vqvae", "prior", "all")
@@ -34,21 +37,13 @@ ENCODING_BATCH_SIZE = 64
 def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") -> dict:
     """Trains (or resumes) the stages of the run `config` describes: 'vqvae', 'prior' (needs a trained VQ-VAE in
     the run folder) or 'all', the prior being `config.prior`. Returns the metrics also written to metrics.json:
-    a section per stage ('vqvae', and the prior's name); a prior's holds its generation metrics."""
-    if stage not in STAGES:
-        raise InputError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
-    run = RunFolder(config.run_dir)
-    if run.is_run():
-        config.check_resumable_from(run.read_config())
-    elif run.path.exists() and any(run.path.iterdir()):
-        raise InputError(f"{run.path} exists and is not a keras_vqvae run folder: give a new or empty --run-dir")
-    if stage == "prior" and not run.model_path.exists():
-        raise InputError(f"{run.path} holds no trained VQ-VAE ({run.MODEL_FILE}): train it first with --stage vqvae "
-                         f"(or --stage all, the default)")
-    strategy = make_strategy(config.strategy)  # before anything is written: a missing TPU or TF_CONFIG is reported
-    run.write_config(config)
-    run.check_states()  # before the data, so that a broken run folder is reported at once
+    a section per stage ('vqvae', and the prior's name); a prior's holds its generation metrics.
 
+    Nothing is written to the run folder until the settings, the folder and the data have passed their checks, so
+    that a failed start leaves nothing in the way of the next. A stage whose loss becomes nan or infinite stops at
+    once with an InputError saying which epoch, what is kept and what to do."""
+    run, config = _checked_run(config, stage)
+    strategy = make_strategy(config.strategy)  # before the data: a missing TPU or TF_CONFIG is reported at once
     slices = load_slices(config.data, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
     print(slices.summary())
     for note in slices.notes:
@@ -58,29 +53,98 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
                          "some names carry none: rename the files, or use --condition none")
     images = {split.name: make_dataset(split, config.image_size, config.batch_size, cache=config.cache)
               for split in slices.splits()}
+    train_data = make_dataset(slices.train, config.image_size, config.batch_size, training=True, seed=config.seed,
+                              cache=config.cache)
+    fresh = stage != "prior" and run.checkpoints(VQVAE_STAGE).recorded() is None
+    data_variance = pixel_variance(train_data) if fresh else None  # blank slices stop here
     results = {**run.read_metrics(), "data": slices.summary(), "notes": list(slices.notes)}
+    run.write_config(config)  # the first write: everything above has been checked
 
     with precision(config.mixed_precision), strategy.scope():  # models are built and loaded inside
         if stage == "prior":
-            vqvae = keras.saving.load_model(run.model_path)
+            vqvae = run.load_model(VQVAE_STAGE)
         else:
-            vqvae, results[VQVAE_STAGE] = _train_vqvae(config, run, slices, images, verbose)
+            with _reporting_divergence(config, run, VQVAE_STAGE):
+                vqvae, results[VQVAE_STAGE] = _train_vqvae(config, run, slices, images, train_data, data_variance,
+                                                           verbose)
             run.write_metrics(results)
         if stage != "vqvae":
             kind = PRIOR_KINDS[config.prior]
-            results[kind.name] = _train_prior(config, run, kind, slices, images, vqvae, verbose)
+            with _reporting_divergence(config, run, kind.name):
+                results[kind.name] = _train_prior(config, run, kind, slices, images, vqvae, verbose)
             run.write_metrics(results)
     return results
 
 
-def _train_vqvae(config: TrainConfig, run: RunFolder, slices, images: dict, verbose) -> tuple[VQVAE, dict]:
-    train_data = make_dataset(slices.train, config.image_size, config.batch_size, training=True, seed=config.seed,
-                              cache=config.cache)
+def _checked_run(config: TrainConfig, stage: str) -> tuple[RunFolder, TrainConfig]:
+    """The run folder, once it can take this call's stages, and the configuration to record in it (for the stages
+    not trained, what they were trained with). Raises InputError otherwise; reads only."""
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+    run = RunFolder(folder_to_write(config.run_dir, "--run-dir"))
+    saved = run.read_config() if run.is_run() and run.has_trained() else None
+    if saved is not None:
+        config.check_resumable_from(saved)
+    elif not run.is_run() and run.path.exists() and any(run.path.iterdir()):
+        raise InputError(f"{run.path} exists and is not a keras_vqvae run folder: give a new or empty --run-dir")
+    run.check_states()
+    vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
+    if stage == "prior":
+        run.check_model(VQVAE_STAGE)
+        config = dataclasses.replace(config, epochs=vqvae_epochs or config.epochs)  # what the VQ-VAE has
+    elif vqvae_epochs > config.epochs:
+        raise InputError(_fewer_epochs(run, "VQ-VAE", vqvae_epochs, "--epochs", config.epochs))
+    if stage == "vqvae" and saved is not None:
+        config = dataclasses.replace(config, prior=saved.prior)  # the prior trained last stays the run's
+    if stage != "vqvae":
+        kind = PRIOR_KINDS[config.prior]
+        checkpoints, epochs = run.checkpoints(kind.name), config.prior_settings(kind).epochs
+        resumed = not checkpoints.changes(_prior_tag(config, kind, config.epochs))
+        if resumed and checkpoints.epochs() > epochs:
+            raise InputError(_fewer_epochs(run, f"{kind.name} prior", checkpoints.epochs(), flag("epochs", kind.name),
+                                           epochs))
+    return run, config
+
+
+def _fewer_epochs(run: RunFolder, model: str, trained: int, epochs_flag: str, epochs: int) -> str:
+    return (f"{run.path} holds a {model} trained for {trained} epochs, more than {epochs_flag} {epochs}: give "
+            f"{epochs_flag} {trained} to use it as it is, or more to train it further")
+
+
+def _prior_tag(config: TrainConfig, kind: PriorKind, vqvae_epochs: int) -> dict:
+    """What a prior of `kind` is trained from and with: changing any of it trains the prior afresh."""
+    return {"vqvae_epochs": vqvae_epochs, **config.prior_tag(kind)}
+
+
+@contextlib.contextmanager
+def _reporting_divergence(config: TrainConfig, run: RunFolder, stage: str):
+    """Turns the `Diverged` of stage 'vqvae' or of a prior into the one-line InputError: what happened, what is
+    kept, what to do."""
+    try:
+        yield
+    except Diverged as diverged:
+        model = "the VQ-VAE" if stage == VQVAE_STAGE else f"the {stage} prior"
+        name = "learning_rate" if stage == VQVAE_STAGE else f"{stage}_learning_rate"
+        lower = (f"a lower {flag(name)} (now {shown(getattr(config, name))})" if hasattr(config, name)
+                 else "a lower learning rate")
+        happened = f"training {model} diverged: its {diverged}"
+        if diverged.epoch == 1:
+            raise InputError(f"{happened}, before any epoch was kept: run again with {lower}") from None
+        instead = (f"or train with {lower} in a new --run-dir" if stage == VQVAE_STAGE
+                   else f"or give {lower} to train the prior again from the start")
+        raise InputError(f"{happened}; its checkpoint after epoch {diverged.epoch - 1} is kept in "
+                         f"{run.checkpoints(stage).path} and the same command resumes from it, {instead}") from None
+
+
+def _train_vqvae(config: TrainConfig, run: RunFolder, slices, images: dict, train_data, data_variance: float | None,
+                 verbose) -> tuple[VQVAE, dict]:
+    """Trains (or resumes) the VQ-VAE on `train_data`; `data_variance` (that of its pixels) is needed only to build
+    a new one."""
     steps_per_epoch = math.ceil(len(slices.train) / config.batch_size)
 
     def build():
         keras.utils.set_random_seed(config.seed)
-        return build_vqvae(config, pixel_variance(train_data), steps_per_epoch)
+        return build_vqvae(config, data_variance, steps_per_epoch)
 
     model, history = fit_resumably(build, run.checkpoints(VQVAE_STAGE), config.epochs, train_data,
                                    images["validate"], run.logs(VQVAE_STAGE), verbose, jit_compile=config.jit_compile)
@@ -170,7 +234,7 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     model, history = fit_resumably(build, run.checkpoints(kind.name), settings.epochs, dataset("train", True),
                                    dataset("validate"), run.logs(kind.name), verbose,
                                    callbacks=kind.callbacks(context),
-                                   tag={"vqvae_epochs": vqvae_epochs, **config.prior_tag(kind)},
+                                   tag=_prior_tag(config, kind, vqvae_epochs),
                                    jit_compile=config.jit_compile)
     run.save_model(kind.name, model)
     run.write_history(kind.name, history)
