@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from conftest import TINY, write_slices
 from keras_vqvae import export, predict, train
@@ -251,6 +252,19 @@ def test_wrong_inputs_are_named_before_any_work(tmp_path, capsys, subject_slices
     for arguments, message in cases:
         assert one_line_error(capsys, train.main, [*TINY, "--run-dir", str(run), *arguments]).startswith(message)
         assert not run.exists()
+
+
+def test_an_image_the_pipeline_cannot_decode_is_named_before_training_or_reconstructing(trained_run, tmp_path, capsys,
+                                                                                        subject_slices, monkeypatch):
+    folder = write_slices(tmp_path / "slices", subject_slices[:2], [1, 2, 3])
+    Image.fromarray(subject_slices[0]).save(folder / "case_002_slice_1.nii.png", "GIF")  # GIF content, PNG name
+    message = f"error: {folder / 'case_002_slice_1.nii.png'} holds GIF P image data, which the pipeline cannot decode"
+    err = one_line_error(capsys, train.main, [*TINY, "--data", str(folder), "--run-dir", str(tmp_path / "run")])
+    assert err.startswith(message) and not (tmp_path / "run").exists()
+    monkeypatch.setattr(RunFolder, "load", lambda *args: pytest.fail("loaded the run"))
+    err = one_line_error(capsys, predict.main, [str(trained_run), "--reconstruct", str(folder), "--out",
+                                                str(tmp_path / "reconstructions")])
+    assert err.startswith(message) and not (tmp_path / "reconstructions").exists()
 
 
 def test_predict_and_export_name_an_out_that_is_a_file_before_loading_anything(trained_run, tmp_path, capsys,
