@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_vqvae.metrics.image import SSIM_FILTER_SIZE
+from keras_vqvae.metrics.image import SSIM_FILTER_SIZE, brain_mask
 
 SSIM_SIGMA = 1.5
 MS_SSIM_POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, as tf.image.ssim_multiscale
@@ -32,13 +32,16 @@ def _gaussian_blur(images, windows):
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _pair_terms(x, mean_x, square_x, y, mean_y, square_y, windows):
+def _pair_terms(x, mean_x, square_x, weights_x, y, mean_y, square_y, windows):
     """SSIM and mean contrast-structure term cs of every pair (x_a, y_b), each (a, b).
 
     x (a, H, W) and y (b, H, W) in [0, 1], with their local means and local means of squares (the Gaussian window's,
-    computed once per image). Only the local mean of x_a * y_b needs computing per pair. As tf.image.ssim:
+    computed once per image), and weights_x (a, H - 10, W - 10), each x_a's weights of the SSIM map's positions
+    (summing to 1: uniform for the whole image). Only the local mean of x_a * y_b needs computing per pair. As
+    tf.image.ssim:
         luminance = (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)
         cs        = (2 sigma_xy + C2) / (sigma_x^2 + sigma_y^2 + C2),   SSIM = mean(luminance * cs)
+    with the mean weighted by weights_x.
     """
     a, b, height, width = tf.shape(x)[0], tf.shape(y)[0], tf.shape(x)[1], tf.shape(x)[2]
     products = tf.reshape(x[:, None] * y[None], (a * b, height, width))
@@ -48,18 +51,27 @@ def _pair_terms(x, mean_x, square_x, y, mean_y, square_y, windows):
     luminance = (2.0 * mu_x * mu_y + c1) / (tf.square(mu_x) + tf.square(mu_y) + c1)
     variances = square_x[:, None] + square_y[None] - tf.square(mu_x) - tf.square(mu_y)
     cs = (2.0 * (mean_xy - mu_x * mu_y) + c2) / (variances + c2)  # (a, b, h', w')
-    return tf.reduce_mean(luminance * cs, axis=[2, 3]), tf.reduce_mean(cs, axis=[2, 3])
+    weights = weights_x[:, None]  # (a, 1, h', w')
+    return tf.reduce_sum(luminance * cs * weights, axis=[2, 3]), tf.reduce_sum(cs * weights, axis=[2, 3])
 
 
-def _pairwise_terms(x, y):
-    """(SSIM, cs), each (len(x), len(y)) numpy, of every pair of images x (a, H, W, 1), y (b, H, W, 1) in [0, 1]."""
-    x, y = (tf.convert_to_tensor(images, tf.float32)[..., 0] for images in (x, y))  # (n, H, W)
+def _pairwise_terms(x, y, region: str = "image"):
+    """(SSIM, cs), each (len(x), len(y)) numpy, of every pair of images x (a, H, W, 1), y (b, H, W, 1) in [0, 1],
+    averaged over the whole image (`region` 'image') or over the brain of each x_a ('brain', as `brain_ssim`)."""
+    x_images = tf.convert_to_tensor(x, tf.float32)
+    x, y = x_images[..., 0], tf.convert_to_tensor(y, tf.float32)[..., 0]  # (n, H, W)
     if x.shape[1] < SSIM_FILTER_SIZE or x.shape[2] < SSIM_FILTER_SIZE:
         raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are smaller than the {SSIM_FILTER_SIZE}x"
                          f"{SSIM_FILTER_SIZE} SSIM window")
     windows = _window_matrix(x.shape[1]), _window_matrix(x.shape[2])
     mean_x, mean_y = _gaussian_blur(x, windows), _gaussian_blur(y, windows)
     square_x, square_y = _gaussian_blur(tf.square(x), windows), _gaussian_blur(tf.square(y), windows)
+    border = (SSIM_FILTER_SIZE - 1) // 2
+    if region == "brain":
+        mask = brain_mask(x_images)[:, border:-border, border:-border, 0]  # (a, h', w')
+    else:
+        mask = tf.ones_like(mean_x)
+    weights_x = tf.math.divide_no_nan(mask, tf.reduce_sum(mask, axis=[1, 2], keepdims=True))  # (a, h', w')
     step_y = min(len(y), _PAIRS_PER_CALL)
     step_x = max(1, _PAIRS_PER_CALL // step_y)
     ssim_rows, cs_rows = [], []
@@ -67,7 +79,7 @@ def _pairwise_terms(x, y):
         ssim_row, cs_row = [], []
         for j in range(0, len(y), step_y):
             # Every call gets full chunks (the last ones padded), so that XLA compiles once per image size.
-            values = _pair_terms(*(_chunk(t, i, step_x) for t in (x, mean_x, square_x)),
+            values = _pair_terms(*(_chunk(t, i, step_x) for t in (x, mean_x, square_x, weights_x)),
                                  *(_chunk(t, j, step_y) for t in (y, mean_y, square_y)), windows)
             ssim_row.append(values[0].numpy()[:len(x) - i, :len(y) - j])
             cs_row.append(values[1].numpy()[:len(x) - i, :len(y) - j])
@@ -82,10 +94,11 @@ def _chunk(images, start, size):
     return tf.pad(chunk, [[0, size - len(chunk)], [0, 0], [0, 0]])
 
 
-def pairwise_ssim(x, y) -> np.ndarray:
+def pairwise_ssim(x, y, region: str = "image") -> np.ndarray:
     """SSIM of every pair (x_a, y_b): (len(x), len(y)); images (n, H, W, 1) in [0, 1]. Equal to tf.image.ssim of
-    each pair (max_val 1, 11x11 window), computed with one filtering per pair instead of five."""
-    return _pairwise_terms(x, y)[0]
+    each pair (max_val 1, 11x11 window), computed with one filtering per pair instead of five. With `region`
+    'brain', the SSIM map is averaged over x_a's brain only, as `keras_vqvae.metrics.image.brain_ssim` does."""
+    return _pairwise_terms(x, y, region)[0]
 
 
 def ms_ssim_scales(side: int) -> int:

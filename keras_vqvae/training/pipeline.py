@@ -18,10 +18,12 @@ import numpy as np
 from keras_vqvae.batching import apply_in_batches
 from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
 from keras_vqvae.errors import InputError, folder_to_write
+from keras_vqvae.metrics.anatomy import anatomy_metrics, train_position_network
 from keras_vqvae.metrics.generation import collapse_warning, generation_metrics
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PRIOR_KINDS, PriorContext, PriorKind
 from keras_vqvae.priors.generation import generate
+from keras_vqvae.priors.sampler import sample_labels
 from keras_vqvae.training import plots
 from keras_vqvae.training.builders import build_prior, build_vqvae
 from keras_vqvae.training.config import TrainConfig
@@ -214,7 +216,8 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
     codes = _code_maps(config, run, slices, vqvae, vqvae_epochs, verbose)
     settings = config.prior_settings(kind)
-    conditional = kind.conditional and config.condition == "slice"
+    carried = min(min(split.slice_numbers) for split in slices.splits()) >= 0  # every name carries a position
+    conditional = kind.conditional and (config.condition == "slice" or config.condition == "auto" and carried)
     labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
     batch_size = min(settings.batch_size, len(codes["train"])) if kind.drop_remainder else settings.batch_size
     test_images = _images(images["test"])
@@ -247,11 +250,57 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     sampling_seconds = time.perf_counter() - started
     if verbose:
         print(f"comparing {len(generated)} generated slices with the test and training slices")
-    results["generation"] = {**generation_metrics(generated, test_images, _images(images["train"]), seed=config.seed),
+    train_images = _images(images["train"])
+    spread = np.linspace(0, len(generated) - 1, min(64, len(generated))).round().astype(int)  # spread over positions
+    results["generation"] = {**generation_metrics(generated[spread], test_images, train_images, seed=config.seed),
                              "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
+    labels = sample_labels(len(generated), context.num_classes).numpy() if context.num_classes else None
+    results["generation"].update(_score_anatomy(config, run, kind, slices, images, vqvae, generated, labels,
+                                                train_images, test_images, verbose))
     warning = collapse_warning(results["generation"])
     if warning:
         print(f"warning: {warning}")
-    plots.plot_prior_run(kind.name, kind.fit_summary(results["test"]), history, generated, results["generation"],
-                         run.plots)
+    plots.plot_prior_run(kind.name, kind.fit_summary(results["test"]), history, generated[spread],
+                         results["generation"], run.plots)
     return results
+
+
+def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
+                   generated: np.ndarray, labels: np.ndarray | None, train_images: np.ndarray,
+                   test_images: np.ndarray, verbose) -> dict:
+    """The anatomy metrics of the generated slices (see `keras_vqvae.metrics.anatomy`), with their pictures:
+    PRIOR_positions.png (predicted positions) and PRIOR_by_position.png (real beside generated slices of 8
+    positions; a conditional prior's by the position asked for, another's by the position predicted). Empty when
+    the file names carry no slice positions."""
+    positions = {split.name: np.array(split.slice_numbers) for split in slices.splits()}
+    if min(numbers.min() for numbers in positions.values()) < 0:
+        print("note: the file names carry no slice positions, so generated slices are not judged by position")
+        return {}
+    num_positions = int(max(numbers.max() for numbers in positions.values())) + 1
+    network = run.load_position_network()
+    if network is None:
+        if verbose:
+            print(f"training a slice-position network on the training slices (kept in {run.position_network_path})")
+        network = train_position_network(train_images, positions["train"], num_positions, seed=config.seed)
+        run.save_model("position_network", network)
+    if verbose:
+        print("judging the generated slices' anatomy against the validation and test slices")
+    validate_images = _images(images["validate"])
+    reconstructions = apply_in_batches(vqvae.reconstruct, images["validate"]) + 0.5
+    metrics, predicted = anatomy_metrics(network, generated, test_images, validate_images, reconstructions,
+                                         train_images, seed=config.seed)
+    plots.plot_positions(predicted["generated"], predicted["test"], num_positions,
+                         run.plots / f"{kind.name}_positions.png",
+                         f"{kind.name}: predicted positions, entropy {metrics['position_entropy_bits']:.2f} bits "
+                         f"(real {metrics['real_position_entropy_bits']:.2f}); confidence "
+                         f"{metrics['position_confidence']:.2f} (real {metrics['real_position_confidence']:.2f})")
+    by_position = labels if labels is not None else predicted["generated"]
+    rows = np.linspace(0, num_positions - 1, 8).round().astype(int)
+    plots.plot_by_position(
+        np.stack([test_images[np.flatnonzero(positions["test"] == row)[0]] for row in rows]),
+        [generated[np.flatnonzero(by_position == row)[:6]] for row in rows], rows,
+        run.plots / f"{kind.name}_by_position.png",
+        f"{kind.name}: a real test slice, then generated slices of its position "
+        f"({'asked for' if labels is not None else 'as the position network sees them'}); FD "
+        f"{metrics['fd']:.2f}, {metrics['fd_ratio_to_reconstructed']:.2f}x that of reconstructions")
+    return metrics

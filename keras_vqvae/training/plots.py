@@ -126,6 +126,51 @@ def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> 
     figure.savefig(path, dpi=100)
 
 
+def plot_positions(generated: np.ndarray, real: np.ndarray, num_positions: int, path: Path, title: str = "") -> None:
+    """Histograms of the slice positions (n,) a position network predicts for generated and for real slices."""
+    figure = Figure(figsize=(8, 3))
+    axis = figure.subplots()
+    bins = np.arange(num_positions + 1) - 0.5
+    axis.hist(real, bins=bins, alpha=0.5, label=f"real ({len(real)})", color="C0")
+    axis.hist(generated, bins=bins, alpha=0.5, label=f"generated ({len(generated)})", color="C1")
+    axis.set_xlabel("predicted slice position")
+    axis.set_ylabel("slices")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def plot_by_position(real: np.ndarray, generated: list[np.ndarray], positions, path: Path, title: str = "") -> None:
+    """One row per slice position: a real slice (its first column, framed), then generated slices of that position.
+    real (rows, H, W, 1) and each of generated (k, H, W, 1) in [0, 1]; positions label the rows."""
+    columns = 1 + max(len(row) for row in generated)
+    height = 1.5 * len(real) + 0.6  # 0.6 inches for the title above the column labels
+    figure = Figure(figsize=(1.5 * columns, height))
+    axes = figure.subplots(len(real), columns, squeeze=False)
+    for row, (position, original, drawn) in enumerate(zip(positions, real, generated)):
+        for column, axis in enumerate(axes[row]):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0:
+                axis.imshow(original[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                axis.set_ylabel(f"position {position}", fontsize=8)
+                for spine in axis.spines.values():
+                    spine.set_color("C0")
+                    spine.set_linewidth(2)
+            elif column - 1 < len(drawn):
+                axis.imshow(drawn[column - 1][..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                axis.axis("off")
+    axes[0, 0].set_title("real", fontsize=8)
+    for axis in axes[0, 1:]:
+        axis.set_title("generated", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / height))
+    figure.savefig(path, dpi=100)
+
+
 def plot_vqvae_run(history, images: np.ndarray, reconstructions: np.ndarray, codes: np.ndarray, num_embeddings: int,
                    test_metrics: dict, folder: Path) -> None:
     """The VQ-VAE stage's pictures: loss.png, and of the test slices `images` (N, H, W, 1) in [0, 1] with their

@@ -7,6 +7,7 @@ and write of it.
     history.csv                        per-epoch training and validation metrics of the VQ-VAE
     vqvae.keras                        the trained VQ-VAE
     codes.npz                          its code maps of every split (the priors' data)
+    position_network.keras             the slice-position network the generation metrics judge anatomy with
     PRIOR_checkpoints/, PRIOR_history.csv, PRIOR.keras
                                        the same for each prior trained, PRIOR being its kind's name (pixelcnn, dcgan)
     logs/                              TensorBoard logs (vqvae/, and one folder per prior)
@@ -202,6 +203,11 @@ class RunFolder:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    @property
+    def position_network_path(self) -> Path:
+        """The slice-position network that the generation metrics judge anatomy with (trained once per run)."""
+        return self.path / "position_network.keras"
+
     def prior_path(self, prior: str) -> Path:
         """The trained prior's file: pixelcnn.keras or dcgan.keras."""
         return self.path / f"{prior}.keras"
@@ -306,9 +312,16 @@ class RunFolder:
         os.replace(temporary, self.path / self.CODES_FILE)
 
     def save_model(self, stage: str, model: keras.Model) -> None:
-        """The trained model of stage 'vqvae' or of a prior."""
-        path = self.model_path if stage == VQVAE_STAGE else self.prior_path(stage)
+        """The trained model of stage 'vqvae', of a prior, or the 'position_network'."""
+        path = {VQVAE_STAGE: self.model_path, "position_network": self.position_network_path}.get(
+            stage, self.prior_path(stage))
         save_atomically(model, path)
+
+    def load_position_network(self) -> keras.Model | None:
+        """The kept slice-position network, or None when there is none or it is damaged (it is trained again: it
+        depends on the training slices only, and takes a minute or two)."""
+        path = self.position_network_path
+        return keras.saving.load_model(path) if path.exists() and not damage(path) else None
 
     def _model_file(self, stage: str) -> Path:
         """The trained model's file of stage 'vqvae' or of a prior, which the folder must hold (else an InputError

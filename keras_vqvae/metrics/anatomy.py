@@ -1,0 +1,194 @@
+"""Metrics that see anatomy: how far generated slices are from real ones in the eyes of a network that knows brain
+slices, whether they look like any particular slice level, and whether they copy training subjects.
+
+Whole-image SSIM against real slices is dominated by the black background and the brain's outline: a silhouette
+filled with texture scores near a real slice. These metrics look inside the brain instead:
+
+* `SlicePositionNetwork` is a small CNN trained from scratch on the run's training slices to tell each slice's
+  position in its volume (its level: ventricles, basal ganglia, centrum semiovale...). Pretrained weights cannot be
+  downloaded here, and ImageNet features judge MRI poorly anyway.
+* `frechet_distance` between two sets of its embeddings (every stage's mean features, each standardised by its
+  spread over the test slices) is the Fréchet distance of Heusel et al. 2017 (their eq. 6, "FID", in a domain
+  network's embedding instead of Inception's).
+* `anatomy_metrics` reports it for generated slices against the test split, beside two baselines computed the same
+  way with as many slices: unseen real slices (the validation split) and the VQ-VAE's reconstructions of them (the
+  best any prior over this VQ-VAE can do). With them: the network's mean confidence in its predicted position, the
+  entropy of the predicted positions, and memorisation judged inside the brain.
+
+References:
+    M. Heusel, H. Ramsauer, T. Unterthiner, B. Nessler, S. Hochreiter, "GANs Trained by a Two Time-Scale Update Rule
+    Converge to a Local Nash Equilibrium", NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vqvae.metrics.generation import pairwise_ssim, real_sample
+
+MEMORISATION_PERCENTILE = 99.0  # a generated slice nearer a training slice than 99% of real test slices are: copied
+
+
+@keras.saving.register_keras_serializable(package="keras_vqvae")
+class SlicePositionNetwork(keras.Model):
+    """Tells a slice's position in its volume from the image: a small convolutional classifier.
+
+    images (batch, S, S, 1) in [0, 1] -> [random shifts, in training] -> 4 stages of [3x3 convolution, stride 2,
+    batch normalisation, ReLU] with filters F, 2F, 4F, 4F -> each stage's output averaged over the image and the
+    four concatenated: the embedding (batch, 11 F) -> dropout -> dense -> logits (batch, num_positions). Trained
+    with `compile` / `fit` on (images, positions) pairs.
+
+    The embedding keeps every stage, not only the last: the early stages see texture and sharpness at full
+    resolution, which the position alone does not need but a comparison of real and generated slices does (with the
+    last stage alone, slices blurred to a quarter of their resolution sat as near the test slices as real ones).
+
+    Args:
+        num_positions: how many slice positions there are (32 for OASIS).
+        filters: F. Default 32.
+    """
+
+    def __init__(self, num_positions: int, filters: int = 32, **kwargs):
+        kwargs.setdefault("name", "slice_position_network")
+        super().__init__(**kwargs)
+        if num_positions < 2:
+            raise ValueError(f"need at least 2 slice positions, got {num_positions}")
+        self.num_positions, self.filters = num_positions, filters
+        self.shift = keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant")
+        self.stages = [[keras.layers.Conv2D(filters * multiple, 3, strides=2, padding="same", use_bias=False),
+                        keras.layers.BatchNormalization(momentum=0.9), keras.layers.ReLU()]
+                       for multiple in (1, 2, 4, 4)]  # moving statistics that settle within a short training
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.dropout = keras.layers.Dropout(0.3)
+        self.logits = keras.layers.Dense(num_positions, name="logits", dtype="float32")
+
+    def embed(self, images, training=None):
+        """Embeddings (batch, 11 F) of images (batch, S, S, 1) in [0, 1]: every stage's mean features."""
+        x, pooled = self.shift(images, training=training), []
+        for stage in self.stages:
+            for layer in stage:
+                x = layer(x, training=training)
+            pooled.append(self.pool(x))
+        return tf.concat(pooled, axis=-1)
+
+    def call(self, images, training=None):
+        """Logits (batch, num_positions) of each image's slice position."""
+        return self.logits(self.dropout(self.embed(images, training), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "num_positions": self.num_positions, "filters": self.filters}
+
+
+def train_position_network(images: np.ndarray, positions: np.ndarray, num_positions: int, epochs: int = 15,
+                           batch_size: int = 32, seed: int = 0, verbose: int = 0) -> SlicePositionNetwork:
+    """A `SlicePositionNetwork` trained from scratch on images (n, S, S, 1) in [0, 1] and their positions (n,)."""
+    keras.utils.set_random_seed(seed)
+    network = SlicePositionNetwork(num_positions)
+    network.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+                        2e-3, epochs * -(-len(images) // batch_size))),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    data = tf.data.Dataset.from_tensor_slices((images.astype(np.float32), positions.astype(np.int32)))
+    network.fit(data.shuffle(len(images), seed=seed).batch(batch_size), epochs=epochs, verbose=verbose)
+    return network
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of features (n, E) (Heusel et al. 2017, eq. 6):
+
+        ||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2))
+
+    Tr((C_a C_b)^(1/2)) is the sum of the square roots of the eigenvalues of C_a^(1/2) C_b C_a^(1/2), which is
+    symmetric: no general matrix square root is needed."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    covariance_a, covariance_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)  # (E, E)
+    values, vectors = np.linalg.eigh(covariance_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T  # C_a^(1/2)
+    cross = np.linalg.eigvalsh(root_a @ covariance_b @ root_a)  # eigenvalues of C_a^(1/2) C_b C_a^(1/2)
+    trace_root = np.sqrt(np.clip(cross, 0.0, None)).sum()
+    return float(np.sum(np.square(mean_a - mean_b)) + np.trace(covariance_a) + np.trace(covariance_b)
+                 - 2.0 * trace_root)
+
+
+def _entropy_bits(positions: np.ndarray, num_positions: int) -> float:
+    """Entropy in bits of the distribution of predicted positions (n,): log2(num_positions) when uniform."""
+    frequencies = np.bincount(positions, minlength=num_positions) / len(positions)
+    frequencies = frequencies[frequencies > 0]
+    return float(-(frequencies * np.log2(frequencies)).sum()) + 0.0  # + 0.0: no -0.0 for a single position
+
+
+def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: np.ndarray, unseen: np.ndarray,
+                    unseen_reconstructions: np.ndarray, train: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """How anatomical generated slices are; every image set (n, S, S, 1) in [0, 1].
+
+    Args:
+        network: a trained `SlicePositionNetwork`.
+        generated: generated slices.
+        test: real test slices, the reference every set is compared with.
+        unseen: other real slices the models never saw (the validation split): the real baseline.
+        unseen_reconstructions: the VQ-VAE's reconstructions of `unseen`, in the same order: the reconstruction
+            baseline, the best a prior over this VQ-VAE can reach.
+        train: the training slices, for memorisation.
+        seed: seed of the subsets drawn when the sets differ in size.
+
+    Returns:
+        The metrics, and the network's predicted positions {'generated': (count,), 'test': (count,), ...} of each
+        set of `anatomy_slices` slices (the first `count` generated slices):
+
+        * `fd`: Fréchet distance of the generated slices' embeddings to the test slices'; `fd_real` and
+          `fd_reconstructed` the same for the two baselines; `fd_ratio_to_real`, `fd_ratio_to_reconstructed` (1 or
+          less: as good as that baseline). All with the same number of slices in every set, `anatomy_slices`: FD
+          is biased upward for small sets, so only figures of equal set sizes compare.
+        * `position_confidence`: the network's mean probability of its predicted position on generated slices,
+          beside `real_position_confidence` on test slices; `position_entropy_bits` and
+          `real_position_entropy_bits`, the entropy of the predicted positions (5 bits: spread evenly over 32).
+        * `nearest_train_brain_ssim`: each generated slice's highest SSIM against any training slice, averaged over
+          its brain only; `real_nearest_train_brain_ssim` the same for test slices. `memorised_fraction`: the
+          fraction of generated slices whose figure exceeds the 99th percentile of the test slices' figures
+          (`memorisation_threshold`); `real_memorised_fraction`, the same fraction of test slices (about 1%).
+    """
+    count = min(len(generated), len(test), len(unseen))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(unseen), count, replace=False))
+    sets = {"generated": np.asarray(generated[:count], np.float32), "test": real_sample(test, count, seed),
+            "real": np.asarray(unseen, np.float32)[chosen],
+            "reconstructed": np.asarray(unseen_reconstructions, np.float32)[chosen]}
+    features = _standardised({name: _embed(network, images) for name, images in sets.items()}, "test")  # (count, E)
+    fd = {name: frechet_distance(features[name], features["test"]) for name in ("generated", "real", "reconstructed")}
+    probabilities = {name: tf.nn.softmax(network.predict(images, batch_size=64, verbose=0)).numpy()
+                     for name, images in sets.items()}  # (count, num_positions) each
+    predicted = {name: p.argmax(axis=1) for name, p in probabilities.items()}
+    nearest = {name: pairwise_ssim(sets[name], train, region="brain").max(axis=1) for name in ("generated", "test")}
+    threshold = float(np.percentile(nearest["test"], MEMORISATION_PERCENTILE))
+    metrics = {
+        "anatomy_slices": count,
+        "fd": fd["generated"], "fd_real": fd["real"], "fd_reconstructed": fd["reconstructed"],
+        "fd_ratio_to_real": fd["generated"] / fd["real"],
+        "fd_ratio_to_reconstructed": fd["generated"] / fd["reconstructed"],
+        "position_confidence": float(probabilities["generated"].max(axis=1).mean()),
+        "real_position_confidence": float(probabilities["test"].max(axis=1).mean()),
+        "position_entropy_bits": _entropy_bits(predicted["generated"], network.num_positions),
+        "real_position_entropy_bits": _entropy_bits(predicted["test"], network.num_positions),
+        "nearest_train_brain_ssim": float(nearest["generated"].mean()),
+        "real_nearest_train_brain_ssim": float(nearest["test"].mean()),
+        "memorised_fraction": float((nearest["generated"] > threshold).mean()),
+        "real_memorised_fraction": float((nearest["test"] > threshold).mean()),
+        "memorisation_threshold": threshold,
+    }
+    return metrics, predicted
+
+
+def _standardised(features: dict[str, np.ndarray], reference: str) -> dict[str, np.ndarray]:
+    """Every set's features (n, E) less the reference set's mean and divided by its spread per feature, floored at
+    a tenth of the mean spread: features differ in scale by orders of magnitude (the early stages' texture features
+    are small), and without this the Fréchet distance sees only the largest; the floor keeps features the
+    reference barely uses (a ReLU that is nearly always 0) from dominating instead."""
+    mean, spread = features[reference].mean(axis=0), features[reference].std(axis=0)
+    scale = np.maximum(spread, 0.1 * spread.mean()) + 1e-12
+    return {name: (values - mean) / scale for name, values in features.items()}
+
+
+def _embed(network: SlicePositionNetwork, images: np.ndarray) -> np.ndarray:
+    """The network's embeddings (n, E) of images (n, S, S, 1), 64 at a time."""
+    return np.concatenate([network.embed(images[i:i + 64], training=False).numpy()
+                           for i in range(0, len(images), 64)])
