@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the fastest, " + ", ".join(
                             f"{kind.default_sampler} for {kind.name}" for kind in PRIOR_KINDS.values()) + ")")
     parser.add_argument("--condition", type=int, default=None,
-                        help="slice position to generate, for a prior trained with --condition slice "
-                             "(default: spread over positions, or none)")
+                        help="slice position to generate, for a prior conditioned on slice positions, or -1 for "
+                             "any position (a prior trained with a null class) (default: spread over positions, or "
+                             "none)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices drawn or reconstructed at once (default: 8)")
     parser.add_argument("--reconstruct", metavar="FOLDER", default=None,
                         help="instead of sampling, reconstruct every PNG/JPEG slice in FOLDER and report its SSIM")

@@ -11,8 +11,11 @@ Endpoints of the SavedModel, for a model of S x S images and h x w code maps wit
     sample(num_samples, seed[, temperature[, condition]])
                             int32, int32, float32, int32 scalars -> {"images": (num_samples, S, S, 1) float32 in
                             [0, 1], "indices": (num_samples, h, w) int32}; the run's prior through its default
-                            sampler (the PixelCNN's cached sampler, the DCGAN's noise sampler); the same seed gives
-                            the slices `keras_vqvae.generate` and `predict` give for it
+                            sampler (the PixelCNN's and the transformer's cached samplers, the DCGAN's noise
+                            sampler); the same seed gives the slices `keras_vqvae.generate` and `predict` give for
+                            it. `condition`, for a prior conditioned on slice positions: the position of every
+                            slice, or -1 for any position (a prior trained with a null class); without it the
+                            slices spread evenly over the positions
 
 Load it with `tf.saved_model.load(DIR)` and call, e.g., `model.sample(16, 0)["images"]`. Bad inputs stop with an error
 that names what was expected: a wrong rank or size fails the check named `expected_images_of_shape_batch_S_S_1` (or
@@ -33,6 +36,7 @@ import tensorflow as tf
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import make_sampler
+from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
 from keras_vqvae.settings import flag, shown
 from keras_vqvae.training.config import TrainConfig
@@ -91,6 +95,9 @@ class _Endpoints:
         # A Python int comes in as a constant, which shape inference folds into the ops below before the check runs:
         # a negative one would fail there, saying nothing of num_samples. It never sees one below 0.
         num_samples = tf.maximum(num_samples, 0)
+        # A Python int comes in as a constant, which shape inference folds into the ops below before the check runs:
+        # a negative one would fail there, saying nothing of num_samples. It never sees one below 0.
+        num_samples = tf.maximum(num_samples, 0)
         seed = _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
         temperature = _checked(tf.cast(temperature, tf.float32),
                                lambda t: tf.debugging.assert_positive(t, "temperature must be positive"))
@@ -98,8 +105,11 @@ class _Endpoints:
         labels = None
         if classes:
             if condition is not None:
-                in_range = f"condition must lie in [0, {classes}): the slice positions this prior knows"
-                condition = _checked(condition, lambda c: tf.debugging.assert_non_negative(c, message=in_range),
+                lowest = ANY_POSITION if self.sampler.has_null_class else 0
+                in_range = (f"condition must lie in [{lowest}, {classes}): the slice positions this prior knows"
+                            + (f", or {ANY_POSITION} for any position" if lowest < 0 else ""))
+                condition = _checked(condition,
+                                     lambda c: tf.debugging.assert_greater_equal(c, lowest, message=in_range),
                                      lambda c: tf.debugging.assert_less(c, classes, message=in_range))
             labels = sample_labels(num_samples, classes, condition)
         indices = self.sampler.draw(sample_seeds(seed, 0, num_samples), temperature, labels)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from keras_vqvae import export, predict
 from keras_vqvae.priors import CachedSampler, NoiseSampler
+from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.training import RunFolder
 
 SIZE, GRID, K = 32, (8, 8), 16
@@ -83,6 +84,13 @@ def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(expor
     assert got["spread"].shape == (4, *GRID) and got["spread"].min() >= 0 and got["spread"].max() < K
 
 
+def test_the_saved_model_samples_any_position_as_the_prior_does(exported):
+    _, prior, folder = exported
+    model = tf.saved_model.load(str(folder))
+    np.testing.assert_array_equal(model.sample(3, 2, 1.0, ANY_POSITION)["indices"],
+                                  CachedSampler(prior).sample(3, seed=2, condition=ANY_POSITION))
+
+
 def test_the_dcgan_exports_its_sampling_too(trained_run, tmp_path):
     out = tmp_path / "dcgan_model"
     assert export.main([str(trained_run), "--out", str(out), "--prior", "dcgan"]) == 0
@@ -135,7 +143,9 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     (lambda m: m.decode(np.zeros((1, 4, 4), np.int32)), "expected_indices_of_shape_batch_8_8"),
     (lambda m: m.sample(0, 1), "num_samples must be >= 1"),
     (lambda m: m.sample(-2, 0), "num_samples must be >= 1"),  # Python ints: constants for shape inference
-    (lambda m: m.sample(2, 1, 1.0, 99), "condition must lie in [0, 32)"),
+    (lambda m: m.sample(2, 1, 1.0, 99), "condition must lie in [-1, 32): the slice positions this prior knows, "
+                                        "or -1 for any position"),
+    (lambda m: m.sample(2, 1, 1.0, -2), "condition must lie in [-1, 32)"),
     (lambda m: m.sample(2, 1, -1.0), "temperature must be positive"),
 ])
 def test_bad_inputs_to_the_endpoints_say_what_was_expected(exported, call, message):

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_vqvae import InputError
 from keras_vqvae.priors import PRIOR_KINDS, GatedBlock, GatedPixelCNN, make_sampler
+from keras_vqvae.priors.autoregressive import ANY_POSITION
 
 SAMPLERS = [sampler.name for sampler in PRIOR_KINDS["pixelcnn"].samplers]
 
@@ -105,6 +106,20 @@ def test_a_conditional_prior_learns_what_each_label_means():
     for label in range(3):
         drawn = make_sampler("cached", prior).sample(4, seed=label, condition=label)
         assert (drawn == 2 * label + 1).mean() > 0.95, label
+
+
+def test_a_prior_with_a_null_class_also_draws_any_label():
+    keras.utils.set_random_seed(0)
+    prior = GatedPixelCNN(12, GRID, filters=8, layers=2, kernel_size=3, num_classes=3, unconditional_rate=0.3)
+    prior.compile(optimizer=keras.optimizers.Adam(0.02))
+    codes, labels = toy_codes(192)
+    prior.fit(codes, labels, batch_size=16, epochs=15, verbose=0)
+    sampler = make_sampler("cached", prior)
+    assert (sampler.sample(4, seed=0, condition=2) == 5).mean() > 0.95
+    anything = sampler.sample(24, seed=9, condition=ANY_POSITION)  # whole maps of one label or another
+    firsts = anything[:, 0, 0]
+    assert np.isin(firsts, [1, 3, 5]).mean() > 0.9 and len(set(firsts)) >= 2
+    assert (anything == firsts[:, None, None]).mean() > 0.9
 
 
 def test_conditioning_changes_the_logits():

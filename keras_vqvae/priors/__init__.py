@@ -15,8 +15,10 @@ from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedBlock, GatedPixelCNN
 from keras_vqvae.priors.pixelcnn_sampling import PIXELCNN, CachedSampler, CompiledSampler, ReferenceSampler
 from keras_vqvae.priors.sampler import Sampler
+from keras_vqvae.priors.transformer import (TRANSFORMER, CachedTransformerSampler, CodeTransformer,
+                                            ReferenceTransformerSampler)
 
-PRIOR_KINDS: dict[str, PriorKind] = {kind.name: kind for kind in (PIXELCNN, DCGAN)}  # one entry per prior
+PRIOR_KINDS: dict[str, PriorKind] = {kind.name: kind for kind in (PIXELCNN, TRANSFORMER, DCGAN)}  # one per prior
 
 
 def kind_of(prior: keras.Model) -> PriorKind:
@@ -41,4 +43,5 @@ def make_sampler(name: str | None, prior: keras.Model) -> Sampler:
 
 __all__ = ["PRIOR_KINDS", "PriorKind", "PriorContext", "kind_of", "make_sampler", "Sampler",
            "GatedBlock", "GatedPixelCNN", "ReferenceSampler", "CompiledSampler", "CachedSampler",
+           "CodeTransformer", "ReferenceTransformerSampler", "CachedTransformerSampler",
            "LatentDCGAN", "NoiseSampler", "DiversityMonitor", "SNAPPING"]

@@ -11,8 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_vqvae.models.optimization import minimize, step_logs
-from keras_vqvae.priors.distribution import code_distribution
+from keras_vqvae.priors.autoregressive import AutoregressivePrior
 
 
 def _gate(preactivation):
@@ -124,7 +123,7 @@ class GatedBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_vqvae")
-class GatedPixelCNN(keras.Model):
+class GatedPixelCNN(AutoregressivePrior):
     """Autoregressive prior over code-index maps: a gated PixelCNN without blind spot (van den Oord et al. 2016).
 
     codes (batch, h, w) -> embedding of each code plus a learned embedding of its position (batch, h, w, F) ->
@@ -137,10 +136,7 @@ class GatedPixelCNN(keras.Model):
     without it, a layer far below the top sees only background above and the top's padding is out of its reach, so it
     cannot tell the empty rows under a slice from those above one and now and then starts a new brain at the bottom.
 
-    Training minimises the cross-entropy of each code given the codes before it in raster order; tracked metrics are
-    `loss` (nats per code), `nll` (bits per code: loss / ln 2) and `accuracy` (of the most likely code).
-    Data for `fit` / `evaluate`: batches of codes (batch, h, w), or (codes, labels) with labels (batch,) when the
-    model is conditional (also as `fit(x=codes, y=labels)`).
+    Trained with `fit` as every `AutoregressivePrior` (its loss, metrics, data and conditioning).
 
     Args:
         num_embeddings: K, the VQ-VAE's codebook size.
@@ -149,6 +145,8 @@ class GatedPixelCNN(keras.Model):
         layers: number of GatedBlocks. Default 12.
         kernel_size: odd kernel width of the stacks. Default 5.
         num_classes: number of class labels to condition on (e.g. slice positions); 0 for none. Default 0.
+        unconditional_rate: fraction of training maps taught as the null class, "any position" (see
+            `AutoregressivePrior`). Default 0.
 
     Reference:
         A. van den Oord, N. Kalchbrenner, O. Vinyals, L. Espeholt, A. Graves, K. Kavukcuoglu, "Conditional Image
@@ -156,34 +154,20 @@ class GatedPixelCNN(keras.Model):
     """
 
     def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], filters: int = 32, layers: int = 12,
-                 kernel_size: int = 5, num_classes: int = 0, **kwargs):
+                 kernel_size: int = 5, num_classes: int = 0, unconditional_rate: float = 0.0, **kwargs):
         kwargs.setdefault("name", "gated_pixelcnn")
-        super().__init__(**kwargs)
-        if num_embeddings < 2 or layers < 1 or filters < 1 or num_classes < 0:
-            raise ValueError(f"need num_embeddings >= 2, layers >= 1, filters >= 1 and num_classes >= 0, got "
-                             f"{num_embeddings}, {layers}, {filters}, {num_classes}")
-        self.num_embeddings, self.grid_shape = num_embeddings, tuple(int(s) for s in grid_shape)
+        super().__init__(num_embeddings, grid_shape, num_classes, unconditional_rate, **kwargs)
+        if layers < 1 or filters < 1:
+            raise ValueError(f"need layers >= 1 and filters >= 1, got {layers}, {filters}")
         self.filters, self.num_layers, self.kernel_size = filters, layers, kernel_size
-        self.num_classes = num_classes
         self.code_embedding = keras.layers.Embedding(num_embeddings, filters, name="code_embedding")
         self.position_embedding = keras.layers.Embedding(math.prod(self.grid_shape), filters,
                                                          name="position_embedding")
-        self.blocks = [GatedBlock(filters, kernel_size, num_classes, name=f"gated_block_{i}") for i in range(layers)]
+        self.blocks = [GatedBlock(filters, kernel_size, self.num_labels, name=f"gated_block_{i}")
+                       for i in range(layers)]
         self.output_hidden = keras.layers.Conv2D(filters, 1, name="output_hidden")
         self.output_logits = keras.layers.Conv2D(num_embeddings, 1, name="output_logits", dtype="float32")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.nll_tracker = keras.metrics.Mean(name="nll")
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.build()
-
-    def build(self, input_shape=None):
-        codes = tf.zeros((1, *self.grid_shape), tf.int32)
-        self.call(codes, tf.zeros((1,), tf.int32) if self.num_classes else None)  # creates every weight
-        self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.nll_tracker, self.accuracy]
 
     def call(self, codes, labels=None, training=None):
         """Logits (batch, h, w, K) of each code given the codes before it; codes (batch, h, w) int."""
@@ -207,46 +191,6 @@ class GatedPixelCNN(keras.Model):
         """(..., F) last horizontal stack plus the blocks' skip outputs -> (..., K) logits."""
         return self.output_logits(tf.nn.relu(self.output_hidden(tf.nn.relu(features))))
 
-    def distribution(self, codes, labels=None, temperature: float = 1.0):
-        """The model's tfp Categorical over each code (batch, h, w), at a sampling temperature."""
-        return code_distribution(self(codes, labels), temperature)
-
-    def log_prob(self, codes, labels=None):
-        """log p(codes) in nats, (batch,): the sum over positions of each code's log-probability."""
-        return tf.reduce_sum(self.distribution(codes, labels).log_prob(codes), axis=[1, 2])
-
-    def _unpack(self, data):
-        """codes, or (codes, labels) as `fit(x=codes, y=labels)` also passes them -> (codes, labels or None)."""
-        codes, labels = data if isinstance(data, (tuple, list)) else (data, None)
-        if bool(self.num_classes) != (labels is not None):
-            wanted = "(codes, labels) pairs" if self.num_classes else "code maps without labels"
-            raise ValueError(f"this prior has num_classes={self.num_classes}: give it {wanted}")
-        return tf.cast(codes, tf.int32), labels
-
-    def _cross_entropy(self, codes, labels, training):
-        logits = self(codes, labels, training=training)  # (batch, h, w, K)
-        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(codes, tf.cast(logits, tf.float32))
-        return tf.reduce_mean(cross_entropy), logits  # nats per code
-
-    def _track(self, loss, codes, logits):
-        self.loss_tracker.update_state(loss)
-        self.nll_tracker.update_state(loss / math.log(2.0))
-        self.accuracy.update_state(codes, logits)
-        return step_logs(self.metrics)
-
-    def train_step(self, data):
-        codes, labels = self._unpack(data)
-        with tf.GradientTape() as tape:
-            loss, logits = self._cross_entropy(codes, labels, training=True)
-        minimize(self.optimizer, loss, self.trainable_variables, tape)
-        return self._track(loss, codes, logits)
-
-    def test_step(self, data):
-        codes, labels = self._unpack(data)
-        loss, logits = self._cross_entropy(codes, labels, training=False)
-        return self._track(loss, codes, logits)
-
     def get_config(self):
-        return {**super().get_config(), "num_embeddings": self.num_embeddings, "grid_shape": self.grid_shape,
-                "filters": self.filters, "layers": self.num_layers, "kernel_size": self.kernel_size,
-                "num_classes": self.num_classes}
+        return {**super().get_config(), "filters": self.filters, "layers": self.num_layers,
+                "kernel_size": self.kernel_size}

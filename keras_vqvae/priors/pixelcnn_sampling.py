@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.models.optimization import cosine_adam
 from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
+from keras_vqvae.priors.autoregressive import unconditional_rate_option
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedPixelCNN, _gate
 from keras_vqvae.priors.sampler import Sampler
@@ -161,11 +161,6 @@ class CachedSampler(Sampler):
             (tf.constant(0), tf.zeros((size, h, w), tf.int32), tf.zeros((size, 1, w, f), dtype), empty_rows))
         return codes
 
-    def _draw(self, seeds, temperature, labels, advance):
-        codes = self.draw(seeds, temperature, labels)
-        advance(int(np.prod(codes.shape)))
-        return codes
-
 
 
 
@@ -180,6 +175,7 @@ class PixelCNNSettings:
     filters: int = option(32, "channels of the PixelCNN's gated stacks", at_least(1))
     layers: int = option(12, "gated layers of the PixelCNN", at_least(1))
     kernel_size: int = option(5, "kernel width of the PixelCNN's stacks (odd)", odd_at_least(3))
+    unconditional_rate: float = unconditional_rate_option()
 
     def __post_init__(self):
         check_settings(self, "pixelcnn")
@@ -188,7 +184,7 @@ class PixelCNNSettings:
 def build_pixelcnn(settings: PixelCNNSettings, context: PriorContext) -> GatedPixelCNN:
     """The gated PixelCNN over the context's code maps, with Adam on a cosine schedule."""
     prior = GatedPixelCNN(context.vqvae.quantizer.num_embeddings, context.grid_shape, settings.filters,
-                          settings.layers, settings.kernel_size, context.num_classes)
+                          settings.layers, settings.kernel_size, context.num_classes, settings.unconditional_rate)
     prior.compile(optimizer=cosine_adam(settings.learning_rate, settings.epochs, context.steps_per_epoch))
     return prior
 

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.errors import InputError
+from keras_vqvae.priors.autoregressive import ANY_POSITION
 
 MAX_SEED = 2**31 - 1
 
@@ -26,10 +27,13 @@ def sample_seeds(seed, first_index, count):
 
 
 def sample_labels(num_samples, num_classes: int, condition=None):
-    """Class labels (num_samples,) int32 of a conditional prior's samples: `condition` for every sample, or, with
-    none, labels spread evenly over the num_classes classes (slice positions), from the first to the last."""
+    """Class labels (num_samples,) int32 of a conditional prior's samples: `condition` for every sample (the null
+    class, label num_classes, for `ANY_POSITION`), or, with none, labels spread evenly over the num_classes classes
+    (slice positions), from the first to the last."""
     if condition is not None:
-        return tf.fill([num_samples], tf.cast(condition, tf.int32))
+        condition = tf.cast(condition, tf.int32)
+        label = tf.where(condition == ANY_POSITION, num_classes, condition)
+        return tf.fill([num_samples], label)
     spread = tf.linspace(0.0, float(num_classes - 1), num_samples)  # (num_samples,) float32
     return tf.cast(tf.round(spread), tf.int32)
 
@@ -51,14 +55,24 @@ class Sampler:
         """Class labels the prior is conditioned on (slice positions); 0 for an unconditional prior."""
         return getattr(self.prior, "num_classes", 0)
 
+    @property
+    def has_null_class(self) -> bool:
+        """Whether the prior also draws maps of any class (condition `ANY_POSITION`)."""
+        return getattr(self.prior, "has_null_class", False)
+
     def draw(self, seeds, temperature, labels=None):
         """Codes (batch, h, w) int32 of one batch: seeds (batch, 2) int32 from `sample_seeds`, temperature a float
-        scalar, labels (batch,) int32 or None. The graph function behind `sample` and the SavedModel's `sample`."""
+        scalar, labels (batch,) int32 or None. The graph function behind `sample` and the SavedModel's `sample`.
+
+        A sampler either sets `draw` to one graph function for the whole batch, or implements `_draw`, which
+        reports progress as it goes."""
         return self._draw(seeds, temperature, labels, lambda count: None)
 
     def _draw(self, seeds, temperature, labels, advance):
-        """`draw`, calling `advance(k)` after drawing k codes (for progress)."""
-        raise NotImplementedError
+        """`draw`, calling `advance(k)` after drawing k codes (for progress); by default `draw` all at once."""
+        codes = self.draw(seeds, temperature, labels)
+        advance(int(np.prod(codes.shape)))
+        return codes
 
     def sample(self, num_samples: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 8,
                condition: int | None = None, verbose: int = 0) -> np.ndarray:
@@ -69,11 +83,13 @@ class Sampler:
             seed: 0 <= seed < 2**31; the same seed and temperature give the same maps, whatever the batch size.
             temperature: below 1 favours likely maps, above 1 flattens the distribution.
             batch_size: maps drawn together (a matter of speed and memory only).
-            condition: the class label (slice position) of every map, for a conditional prior; None spreads a
-                conditional prior's maps evenly over its classes.
+            condition: the class label (slice position) of every map, for a conditional prior, or `ANY_POSITION`
+                (-1) for maps of any position from a prior trained with a null class; None spreads a conditional
+                prior's maps evenly over its classes.
             verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
         """
-        check_sampling_arguments(self.num_classes, num_samples, seed, temperature, batch_size, condition)
+        check_sampling_arguments(self.num_classes, num_samples, seed, temperature, batch_size, condition,
+                                 self.has_null_class)
         h, w = self.prior.grid_shape
         labels = sample_labels(num_samples, self.num_classes, condition) if self.num_classes else None
         progress = keras.utils.Progbar(num_samples * h * w, verbose=verbose, unit_name="code")
@@ -87,8 +103,10 @@ class Sampler:
         return np.concatenate(batches)
 
 
-def check_sampling_arguments(num_classes: int, num_samples, seed, temperature, batch_size, condition) -> None:
-    """Raises InputError naming the first argument that cannot be used with a prior of `num_classes` classes."""
+def check_sampling_arguments(num_classes: int, num_samples, seed, temperature, batch_size, condition,
+                             has_null_class: bool = False) -> None:
+    """Raises InputError naming the first argument that cannot be used with a prior of `num_classes` classes (and,
+    with `has_null_class`, a null class for any position)."""
     if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise InputError(f"the number of samples must be a positive whole number, got {num_samples}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -102,6 +120,9 @@ def check_sampling_arguments(num_classes: int, num_samples, seed, temperature, b
     if not num_classes:
         raise InputError(f"this prior was trained without a condition, so it cannot take condition {condition}: "
                          f"leave the condition out, or train a prior with slice-position conditioning")
+    if condition == ANY_POSITION and has_null_class:
+        return
     if not 0 <= condition < num_classes:
+        any_position = f", or {ANY_POSITION} for any position" if has_null_class else ""
         raise InputError(f"condition {condition} is out of range: this prior knows conditions 0 to "
-                         f"{num_classes - 1} (slice positions)")
+                         f"{num_classes - 1} (slice positions){any_position}")

@@ -59,11 +59,12 @@ class RunSettings:
     prior: str = option("pixelcnn", "which prior learns the codes: " + "; ".join(
         f"{kind.name}, {kind.description}" for kind in PRIOR_KINDS.values()) + ". A run folder can hold one of "
         "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS), resumable=True)
-    condition: str = option("none", "what the prior is conditioned on: nothing, or the slice position read from "
-                                    "file names (then samples can be asked for a slice position); for the priors "
-                                    "that take a condition: " + ", ".join(
+    condition: str = option("auto", "what the prior is conditioned on: the slice position read from file names "
+                                    "(then samples can be asked for a slice position), nothing, or auto: the slice "
+                                    "position whenever every file name carries one; for the priors that take a "
+                                    "condition: " + ", ".join(
                                         kind.name for kind in PRIOR_KINDS.values() if kind.conditional),
-                            choices=("none", "slice"), retrains_prior=True)
+                            choices=("auto", "slice", "none"), retrains_prior=True)
     strategy: str = option("auto", "tf.distribute strategy: auto (mirrored over several GPUs, else one device), "
                                    "one-device, mirrored, multi-worker (machines listed in TF_CONFIG) or tpu",
                            choices=STRATEGIES, resumable=True)
@@ -72,7 +73,8 @@ class RunSettings:
     jit_compile: bool = option(False, "compile the training steps with XLA", resumable=True)
     cache: str = option("memory", "where decoded, resized slices are kept after the first epoch: memory, none, or a "
                                   "path prefix for files on disk (for data larger than memory)", resumable=True)
-    num_generated: int = option(64, "slices generated for the samples grid and the generation metrics",
+    num_generated: int = option(256, "slices generated for the generation metrics (at least 256 for a fair Fréchet "
+                                     "distance) and the samples grid",
                                 at_least(2), resumable=True)
     temperature: float = option(1.0, "sampling temperature of those slices", positive, resumable=True)
 
