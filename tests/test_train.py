@@ -204,6 +204,8 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--pixelcnn-kernel-size", "4"], "error: --pixelcnn-kernel-size 4 is out of range"),
     (["--dcgan-batch-size", "1"], "error: --dcgan-batch-size 1 is out of range"),
     (["--strategy", "multi-worker"], "error: --strategy multi-worker needs the TF_CONFIG environment variable"),
+    (["--strategy", "multi-worker", "--condition", "slice"], "error: --condition slice does not train under "
+                                                             "--strategy multi-worker yet"),
     (["--temperature", "0"], "error: --temperature 0.0 is out of range (it must be positive)"),
 ])
 def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, message):

@@ -61,7 +61,8 @@ class RunSettings:
         "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS), resumable=True)
     condition: str = option("auto", "what the prior is conditioned on: the slice position read from file names "
                                     "(then samples can be asked for a slice position), nothing, or auto: the slice "
-                                    "position whenever every file name carries one; for the priors that take a "
+                                    "position whenever every file name carries one (and the strategy is not "
+                                    "multi-worker); for the priors that take a "
                                     "condition: " + ", ".join(
                                         kind.name for kind in PRIOR_KINDS.values() if kind.conditional),
                             choices=("auto", "slice", "none"), retrains_prior=True)
@@ -80,6 +81,10 @@ class RunSettings:
 
     def __post_init__(self):
         check_settings(self)
+        if self.condition == "slice" and self.strategy == "multi-worker":
+            raise InputError("--condition slice does not train under --strategy multi-worker yet (Keras turns the "
+                             "(codes, positions) batches into tensors outside the workers' steps): use --condition "
+                             "none, or another strategy")
         if self.image_size % self.downsampling:
             raise InputError(f"--image-size {self.image_size} is not divisible by --downsampling {self.downsampling}: "
                              f"pick sizes such as 128 or 256 with downsampling 4 or 8")

@@ -18,7 +18,7 @@ import numpy as np
 from keras_vqvae.batching import apply_in_batches
 from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
 from keras_vqvae.errors import InputError, folder_to_write
-from keras_vqvae.metrics.anatomy import anatomy_metrics, train_position_network
+from keras_vqvae.metrics.anatomy import SlicePositionNetwork, anatomy_metrics, train_position_network
 from keras_vqvae.metrics.generation import collapse_warning, generation_metrics
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PRIOR_KINDS, PriorContext, PriorKind
@@ -61,6 +61,8 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
     data_variance = pixel_variance(train_data) if fresh else None  # blank slices stop here
     results = {**run.read_metrics(), "data": slices.summary(), "notes": list(slices.notes)}
     run.write_config(config)  # the first write: everything above has been checked
+    # Trained outside the strategy: a metric's network, on one device, in float32, whatever the run's strategy.
+    position_network = None if stage == "vqvae" else _position_network(config, run, slices, images, verbose)
 
     with precision(config.mixed_precision), strategy.scope():  # models are built and loaded inside
         if stage == "prior":
@@ -73,7 +75,8 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
         if stage != "vqvae":
             kind = PRIOR_KINDS[config.prior]
             with _reporting_divergence(config, run, kind.name):
-                results[kind.name] = _train_prior(config, run, kind, slices, images, vqvae, verbose)
+                results[kind.name] = _train_prior(config, run, kind, slices, images, vqvae, position_network,
+                                                  verbose)
             run.write_metrics(results)
     return results
 
@@ -211,13 +214,14 @@ def _code_maps(config: TrainConfig, run: RunFolder, slices, vqvae: VQVAE, vqvae_
 
 
 def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
-                 verbose) -> dict:
+                 position_network: SlicePositionNetwork | None, verbose) -> dict:
     """Trains (or resumes) the prior of `kind` on the VQ-VAE's code maps, then generates and scores new slices."""
     vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
     codes = _code_maps(config, run, slices, vqvae, vqvae_epochs, verbose)
     settings = config.prior_settings(kind)
     carried = min(min(split.slice_numbers) for split in slices.splits()) >= 0  # every name carries a position
-    conditional = kind.conditional and (config.condition == "slice" or config.condition == "auto" and carried)
+    automatic = config.condition == "auto" and carried and config.strategy != "multi-worker"  # see TrainConfig
+    conditional = kind.conditional and (config.condition == "slice" or automatic)
     labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
     batch_size = min(settings.batch_size, len(codes["train"])) if kind.drop_remainder else settings.batch_size
     test_images = _images(images["test"])
@@ -255,8 +259,9 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     results["generation"] = {**generation_metrics(generated[spread], test_images, train_images, seed=config.seed),
                              "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
     labels = sample_labels(len(generated), context.num_classes).numpy() if context.num_classes else None
-    results["generation"].update(_score_anatomy(config, run, kind, slices, images, vqvae, generated, labels,
-                                                train_images, test_images, verbose))
+    if position_network is not None:
+        results["generation"].update(_score_anatomy(config, run, kind, slices, images, vqvae, position_network,
+                                                    generated, labels, train_images, test_images, verbose))
     warning = collapse_warning(results["generation"])
     if warning:
         print(f"warning: {warning}")
@@ -265,24 +270,33 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     return results
 
 
-def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
-                   generated: np.ndarray, labels: np.ndarray | None, train_images: np.ndarray,
-                   test_images: np.ndarray, verbose) -> dict:
-    """The anatomy metrics of the generated slices (see `keras_vqvae.metrics.anatomy`), with their pictures:
-    PRIOR_positions.png (predicted positions) and PRIOR_by_position.png (real beside generated slices of 8
-    positions; a conditional prior's by the position asked for, another's by the position predicted). Empty when
-    the file names carry no slice positions."""
-    positions = {split.name: np.array(split.slice_numbers) for split in slices.splits()}
-    if min(numbers.min() for numbers in positions.values()) < 0:
+def _position_network(config: TrainConfig, run: RunFolder, slices, images: dict,
+                      verbose) -> SlicePositionNetwork | None:
+    """The run's slice-position network (see `keras_vqvae.metrics.anatomy`): kept in the run folder, else trained on
+    the training slices and kept there. None, with a note, when the file names carry no slice positions."""
+    positions = [np.array(split.slice_numbers) for split in slices.splits()]
+    if min(numbers.min() for numbers in positions) < 0:
         print("note: the file names carry no slice positions, so generated slices are not judged by position")
-        return {}
-    num_positions = int(max(numbers.max() for numbers in positions.values())) + 1
+        return None
     network = run.load_position_network()
     if network is None:
         if verbose:
             print(f"training a slice-position network on the training slices (kept in {run.position_network_path})")
-        network = train_position_network(train_images, positions["train"], num_positions, seed=config.seed)
+        num_positions = int(max(numbers.max() for numbers in positions)) + 1
+        network = train_position_network(_images(images["train"]), np.array(slices.train.slice_numbers),
+                                         num_positions, seed=config.seed)
         run.save_model("position_network", network)
+    return network
+
+
+def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
+                   network: SlicePositionNetwork, generated: np.ndarray, labels: np.ndarray | None,
+                   train_images: np.ndarray, test_images: np.ndarray, verbose) -> dict:
+    """The anatomy metrics of the generated slices (see `keras_vqvae.metrics.anatomy`), with their pictures:
+    PRIOR_positions.png (predicted positions) and PRIOR_by_position.png (real beside generated slices of 8
+    positions; a conditional prior's by the position asked for, another's by the position predicted)."""
+    positions = {split.name: np.array(split.slice_numbers) for split in slices.splits()}
+    num_positions = network.num_positions
     if verbose:
         print("judging the generated slices' anatomy against the validation and test slices")
     validate_images = _images(images["validate"])
