@@ -153,10 +153,11 @@ def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: 
     sets = {"generated": np.asarray(generated[:count], np.float32), "test": real_sample(test, count, seed),
             "real": np.asarray(unseen, np.float32)[chosen],
             "reconstructed": np.asarray(unseen_reconstructions, np.float32)[chosen]}
-    features = _standardised({name: _embed(network, images) for name, images in sets.items()}, "test")  # (count, E)
+    embeddings = {name: _embed(network, images) for name, images in sets.items()}  # (count, E) each
+    features = _standardised(embeddings, "test")
     fd = {name: frechet_distance(features[name], features["test"]) for name in ("generated", "real", "reconstructed")}
-    probabilities = {name: tf.nn.softmax(_in_batches(network, images)).numpy()
-                     for name, images in sets.items()}  # (count, num_positions) each
+    probabilities = {name: tf.nn.softmax(network.logits(values)).numpy()  # the head on the same embeddings
+                     for name, values in embeddings.items()}  # (count, num_positions) each
     predicted = {name: p.argmax(axis=1) for name, p in probabilities.items()}
     nearest = {name: pairwise_ssim(sets[name], train, region="brain").max(axis=1) for name in ("generated", "test")}
     threshold = float(np.percentile(nearest["test"], MEMORISATION_PERCENTILE))
@@ -189,11 +190,7 @@ def _standardised(features: dict[str, np.ndarray], reference: str) -> dict[str, 
 
 
 def _embed(network: SlicePositionNetwork, images: np.ndarray) -> np.ndarray:
-    """The network's embeddings (n, E) of images (n, S, S, 1), 64 at a time."""
-    return _in_batches(network.embed, images)
-
-
-def _in_batches(function, images: np.ndarray) -> np.ndarray:
-    """function(batch, training=False) of 64 images at a time, concatenated: called directly rather than through
+    """The network's embeddings (n, E) of images (n, S, S, 1), 64 at a time: called directly rather than through
     `predict`, so that it runs inside any tf.distribute strategy's scope."""
-    return np.concatenate([np.asarray(function(images[i:i + 64], training=False)) for i in range(0, len(images), 64)])
+    return np.concatenate([network.embed(images[i:i + 64], training=False).numpy()
+                           for i in range(0, len(images), 64)])
