@@ -47,6 +47,35 @@ def test_the_first_layer_alone_sees_the_row_above_and_the_left_but_nothing_later
     assert not seen[2, 3:].any() and not seen[3:].any()
 
 
+def test_the_condition_map_reaches_each_position_itself_and_the_codes_keep_their_order():
+    """Eq. 5: the logits at p see the condition map at p itself (it is known before any code is drawn, so they may
+    see all of it), and with a condition map they still see exactly the codes before p."""
+    prior = small_prior(num_classes=3, layers=6)
+    embedded = tf.random.stateless_normal((4, *GRID, prior.filters), seed=(1, 2))
+    condition = tf.random.stateless_normal((4, *GRID, prior.condition_channels), seed=(3, 4))
+    h, w = GRID
+    for position in range(h * w):
+        row, column = divmod(position, w)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([embedded, condition])
+            logits = prior.logits_from_embeddings(embedded, condition)[:, row, column]  # (4, K)
+            score = tf.reduce_sum(logits * tf.range(1.0, prior.num_embeddings + 1.0))
+        seen_codes, seen_condition = (np.abs(tape.gradient(score, x).numpy()).sum(axis=(0, -1)) > 0
+                                      for x in (embedded, condition))  # each (h, w)
+        assert seen_condition[row, column], f"output at {(row, column)}"
+        np.testing.assert_array_equal(seen_codes, (np.arange(h * w) < position).reshape(GRID),
+                                      err_msg=f"output at {(row, column)}")
+
+
+def test_each_label_has_its_own_condition_map_and_the_null_class_one_more():
+    prior = GatedPixelCNN(12, GRID, filters=8, layers=2, num_classes=3, unconditional_rate=0.1, condition_channels=5)
+    maps = prior.condition_map(tf.constant([0, 1, 2, 3]))  # the three positions and the null class
+    assert maps.shape == (4, *GRID, 5)
+    flat = maps.numpy().reshape(4, -1)
+    assert all(not np.allclose(flat[i], flat[j]) for i in range(4) for j in range(i + 1, 4))
+    assert GatedPixelCNN(12, GRID, filters=8, layers=2).condition_map(None) is None
+
+
 def test_codes_shape_logits_and_log_prob():
     prior = small_prior()
     codes = tf.random.stateless_uniform((3, *GRID), seed=(0, 1), maxval=12, dtype=tf.int32)
@@ -159,14 +188,14 @@ def test_prior_round_trips_through_a_keras_file(tmp_path, num_classes):
 
 
 def test_gated_block_weights_and_config():
-    block = GatedBlock(8, 5, num_classes=3)
+    block = GatedBlock(8, 5, condition_channels=3)
     block.build()
     f = 8
     vertical = 3 * 5 * f * 2 * f + 2 * f  # (n + 1) x k kernel, n = 2
     horizontal = 1 * 3 * f * 2 * f + 2 * f  # 1 x (n + 1) kernel
     vertical_to_horizontal = 2 * f * 2 * f + 2 * f
     residual_and_skip = 2 * (f * f + f)
-    conditions = 2 * 3 * 2 * f
+    conditions = 2 * 3 * 2 * f  # V_v and V_h: 1 x 1 convolutions of the 3 condition channels, no bias
     assert block.count_params() == vertical + horizontal + vertical_to_horizontal + residual_and_skip + conditions
     assert GatedBlock.from_config(block.get_config()).get_config() == block.get_config()
 

@@ -122,14 +122,22 @@ class CachedSampler(Sampler):
         dtype = prior.code_embedding.compute_dtype
 
         row_positions = tf.range(w)  # raster positions of a row's columns, less row * w
+        condition = prior.condition_map(labels)  # (batch, h, w, C) or None
+
+        def condition_at(row, column=None):
+            """The condition map on row `row` (batch, 1, w, C), or at (row, column) (batch, 1, 1, C); or None."""
+            if condition is None:
+                return None
+            return condition[:, row, None] if column is None else condition[:, row, column][:, None, None]
 
         def row_step(row, codes, above, row_caches):
             """above: (batch, 1, w, F) embedded codes of the row above; row_caches: per block (batch, n+1, w+2n, F)."""
             vertical_input, new_caches, vertical_pres = above, [], []
+            row_condition = condition_at(row)
             for block, cache in zip(prior.blocks, row_caches):
                 padded = tf.pad(vertical_input, [[0, 0], [0, 0], [n, n], [0, 0]])  # (batch, 1, w + 2n, F)
                 cache = tf.concat([cache[:, 1:], padded], axis=1)  # the block's vertical input, rows i - n .. i
-                vertical_pre = block.vertical_preactivation(cache, labels)  # (batch, 1, w, 2F)
+                vertical_pre = block.vertical_preactivation(cache, row_condition)  # (batch, 1, w, 2F)
                 vertical_input = _gate(vertical_pre)
                 new_caches.append(cache)
                 vertical_pres.append(vertical_pre)
@@ -137,10 +145,11 @@ class CachedSampler(Sampler):
             def column_step(column, codes, left, position_caches):
                 """left: (batch, 1, 1, F) embedded code left of (row, column); caches: per block (batch, 1, n+1, F)."""
                 horizontal, new_position_caches, skips = left, [], []
+                here_condition = condition_at(row, column)
                 for block, cache, vertical_pre in zip(prior.blocks, position_caches, vertical_pres):
                     cache = tf.concat([cache[:, :, 1:], horizontal], axis=2)  # horizontal input, columns j - n .. j
                     here = vertical_pre[:, :, column][:, :, None]  # (batch, 1, 1, 2F)
-                    horizontal, skip = block.horizontal_outputs(cache, here, horizontal, labels)
+                    horizontal, skip = block.horizontal_outputs(cache, here, horizontal, here_condition)
                     new_position_caches.append(cache)
                     skips.append(skip)
                 logits = prior.output_head(horizontal + tf.add_n(skips))[:, 0, 0]  # (batch, K)
