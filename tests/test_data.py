@@ -208,6 +208,16 @@ def test_make_sample_writes_the_oasis_layout_and_never_overwrites(tmp_path, caps
     assert [len(read_folder(tmp_path).train)] == [32]
 
 
+@pytest.mark.parametrize("seed", ["-1", "2147483648", "two"])
+def test_make_sample_refuses_a_bad_seed_in_one_line_before_writing(tmp_path, capsys, seed):
+    with pytest.raises(SystemExit) as exit_:
+        data_command.main(["make-sample", str(tmp_path / "new"), "--seed", seed])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--seed" in error and "whole number between 0 and 2147483647" in error
+    assert not (tmp_path / "new").exists()
+
+
 def test_verify_reports_missing_extra_wrong_size_and_wrong_hash(tmp_path, subject_slices):
     folder = write_slices(tmp_path / "keras_png_slices_test", subject_slices[:4], [441])
     files = sorted(folder.iterdir())

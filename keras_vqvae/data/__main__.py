@@ -12,6 +12,15 @@ from keras_vqvae import cli
 from keras_vqvae.training import plots
 from keras_vqvae.data.manifest import verify_copy
 from keras_vqvae.data.synthetic import ANNOUNCEMENT, SubjectSplit, write_sample
+from keras_vqvae.priors.sampler import MAX_SEED
+
+
+@cli.argument_type
+def _seed(text: str) -> int:
+    """A seed for argparse's type=: a whole number from 0 to MAX_SEED."""
+    if not text.strip().isdigit() or int(text) > MAX_SEED:
+        raise ValueError(f"the seed must be a whole number between 0 and {MAX_SEED}, got {text!r}")
+    return int(text)
 
 
 @cli.main_with_errors
@@ -26,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--subjects", type=cli.argument_type(SubjectSplit.parse), default=SubjectSplit(),
                         metavar="TRAIN,VALIDATE,TEST",
                         help="virtual subjects per split (default: 48,8,8)")
-    sample.add_argument("--seed", type=int, default=0, help="seed of the virtual subjects (default: 0)")
+    sample.add_argument("--seed", type=_seed, default=0, help="seed of the virtual subjects (default: 0)")
     arguments = parser.parse_args(argv)
 
     if arguments.command == "verify":
