@@ -152,7 +152,7 @@ class GatedPixelCNN(AutoregressivePrior):
     Args:
         num_embeddings: K, the VQ-VAE's codebook size.
         grid_shape: (h, w) of the code maps, the size samples are drawn at.
-        filters: F, channels of the gated stacks. Default 32.
+        filters: F, channels of the gated stacks. Default 64.
         layers: number of GatedBlocks. Default 12.
         kernel_size: odd kernel width of the stacks. Default 5.
         num_classes: number of class labels to condition on (e.g. slice positions); 0 for none. Default 0.
@@ -165,7 +165,7 @@ class GatedPixelCNN(AutoregressivePrior):
         Generation with PixelCNN Decoders", NeurIPS 2016.
     """
 
-    def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], filters: int = 32, layers: int = 12,
+    def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], filters: int = 64, layers: int = 12,
                  kernel_size: int = 5, num_classes: int = 0, unconditional_rate: float = 0.0,
                  condition_channels: int = 16, **kwargs):
         kwargs.setdefault("name", "gated_pixelcnn")

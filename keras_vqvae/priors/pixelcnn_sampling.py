@@ -181,7 +181,7 @@ class PixelCNNSettings:
     batch_size: int = option(16, "code maps per training step of the PixelCNN", at_least(1))
     learning_rate: float = option(1e-3, "peak Adam learning rate of the PixelCNN, decayed along a cosine to 2% of it",
                                   positive)
-    filters: int = option(32, "channels of the PixelCNN's gated stacks", at_least(1))
+    filters: int = option(64, "channels of the PixelCNN's gated stacks", at_least(1))
     layers: int = option(12, "gated layers of the PixelCNN", at_least(1))
     kernel_size: int = option(5, "kernel width of the PixelCNN's stacks (odd)", odd_at_least(3))
     unconditional_rate: float = unconditional_rate_option()
