@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.models.vqvae import VQVAE
-from keras_vqvae.priors import make_sampler
+from keras_vqvae.priors import Sampler, make_sampler
 from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
 from keras_vqvae.settings import flag, shown
@@ -160,7 +160,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, prior: str | 
     temporary = out.with_name(out.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(str(temporary), verbose=False)
-    (temporary / "README.md").write_text(model_card(run, config, prior))
+    (temporary / "README.md").write_text(model_card(run, config, prior, make_sampler(None, model) if model else None))
     if out.exists():
         shutil.rmtree(out)
     temporary.rename(out)
@@ -178,10 +178,17 @@ def _figures(values: dict) -> str:
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
-def model_card(run: RunFolder, config: TrainConfig, prior: str | None) -> str:
+def model_card(run: RunFolder, config: TrainConfig, prior: str | None, sampler: Sampler | None = None) -> str:
     """The exported model's card: what it is, its data, configuration and measured metrics, how it was made and how
-    to load it."""
+    to load it (with the conditions its prior's `sampler` takes, when it is conditioned on slice positions)."""
     results = run.read_metrics()
+    conditions = []
+    if sampler is not None and sampler.num_classes:
+        middle = sampler.num_classes // 2
+        conditions.append(f"level = model.sample(16, 0, 1.0, {middle})[\"images\"]  # 16 slices of position {middle} "
+                          f"(positions 0 to {sampler.num_classes - 1})")
+        if sampler.has_null_class:
+            conditions.append("any_level = model.sample(16, 0, 1.0, -1)[\"images\"]  # 16 slices of any position")
     made_with = dataclasses.replace(config, prior=prior) if prior else config
     train_command = f"python -m keras_vqvae.train {train_flags(made_with)}".rstrip()
     export_command = f"python -m keras_vqvae.export {run.path} --out saved_model --prior {prior or 'none'}"
@@ -193,7 +200,7 @@ def model_card(run: RunFolder, config: TrainConfig, prior: str | None) -> str:
         "## Load it", "", "```python", "import tensorflow as tf",
         "model = tf.saved_model.load(\"saved_model\")",
         "images = model.sample(16, 0)[\"images\"]  # (16, S, S, 1) float32 in [0, 1]" if prior else
-        "codes = model.encode(images)  # images (batch, S, S, 1), uint8 or float32 in [0, 1]", "```", "",
+        "codes = model.encode(images)  # images (batch, S, S, 1), uint8 or float32 in [0, 1]", *conditions, "```", "",
         "## Endpoints", "", "```", "\n\n".join(__doc__.split("\n\n")[1:3]), "```", "",
         "## Data", "", results.get("data", "not recorded"), "",
         *[f"- {note}" for note in results.get("notes", [])], "",

@@ -132,6 +132,9 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     assert f"generated_test_ssim {metrics['pixelcnn']['generation']['generated_test_ssim']:.4g}" in card
     assert f"python -m keras_vqvae.train --run-dir {trained_run}" in card and "--condition slice" in card
     assert 'tf.saved_model.load("saved_model")' in card
+    assert f"model.sample(16, 0, 1.0, {exported[1].num_classes // 2})" in card
+    assert f"(positions 0 to {exported[1].num_classes - 1})" in card
+    assert "model.sample(16, 0, 1.0, -1)" in card  # the tiny run's prior has a null class: any position
 
 
 @pytest.mark.parametrize("call, message", [
@@ -179,3 +182,7 @@ def test_the_repositorys_demo_model_loads_and_samples_brain_slices():
     np.testing.assert_allclose(model.decode(first["indices"]).numpy(), images, atol=1e-6)
     card = (folder / "README.md").read_text()
     assert "MNI ICBM152" in card and "python -m keras_vqvae.export" in card and "generated_test_ssim" in card
+    assert "fd_ratio_to_reconstructed" in card  # judged by the anatomy metrics
+    for condition in (16, -1):  # the default prior, conditioned on the slice position, draws a chosen or any level
+        drawn = model.sample(2, 0, 1.0, condition)["images"].numpy()
+        assert drawn.shape == (2, 128, 128, 1) and drawn[:, 48:80, 48:80].mean() > 0.3
