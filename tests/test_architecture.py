@@ -85,3 +85,17 @@ def test_imports_between_modules_have_no_cycle():
 
 def test_the_train_command_is_only_a_command():
     assert len((PACKAGE / "train.py").read_text().splitlines()) <= 150
+
+
+BENCHMARKS = sorted((PACKAGE.parent / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", [path for path in BENCHMARKS if path.name != "hardware.py"], ids=lambda p: p.name)
+def test_a_benchmark_imports_the_repositorys_package_not_an_installed_copy(script):
+    """`hardware` puts the repository first on the path; it must come before any keras_vqvae import, else a
+    benchmark run as `python3 benchmarks/NAME.py` measures whatever copy pip installed last."""
+    imports = [node for node in ast.parse(script.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name if isinstance(node, ast.Import) else node.module or "" for node in imports
+             for alias in node.names]
+    ours = [i for i, name in enumerate(names) if name.split(".")[0] == "keras_vqvae"]
+    assert "hardware" in names and all(names.index("hardware") < i for i in ours)
