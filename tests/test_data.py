@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -27,6 +28,9 @@ def test_oasis_layout_gives_three_splits_with_case_ids_and_slice_numbers(oasis_f
     assert [len(s) for s in data.splits()] == [12, 4, 4]
     assert data.train.case_ids[:4] == ("001",) * 4 and sorted(data.train.slice_numbers[:4]) == [0, 1, 2, 3]
     assert data.notes == ()  # the seg folders are not read
+    assert data.carry_positions and data.num_positions == 4
+    unnamed = dataclasses.replace(data.test, slice_numbers=(-1,) + data.test.slice_numbers[1:])  # one name without
+    assert not dataclasses.replace(data, test=unnamed).carry_positions
 
 
 def test_pipeline_range_shapes_and_variance(oasis_folder, subject_slices):

@@ -84,6 +84,16 @@ class Slices:
     def splits(self) -> tuple[SliceSet, SliceSet, SliceSet]:
         return self.train, self.validate, self.test
 
+    @property
+    def carry_positions(self) -> bool:
+        """Whether every file name carries its slice's position (number) in its volume."""
+        return all(number >= 0 for split in self.splits() for number in split.slice_numbers)
+
+    @property
+    def num_positions(self) -> int:
+        """How many slice positions the names carry: the highest number plus one (0 when they carry none)."""
+        return max(max(split.slice_numbers, default=-1) for split in self.splits()) + 1
+
 
 def _decode_file(path: tf.Tensor) -> tf.Tensor:
     # decode_image scales 8- and 16-bit images alike to [0, 1] and converts RGB(A) and palettes to luma.

@@ -66,10 +66,6 @@ class AutoregressivePrior(keras.Model):
     def has_null_class(self) -> bool:
         return bool(self.num_classes) and self.unconditional_rate > 0
 
-    def label_of(self, condition):
-        """The label a condition asks for: itself, or the null class for `ANY_POSITION`."""
-        return tf.where(condition == ANY_POSITION, self.num_classes, condition)
-
     @property
     def metrics(self):
         return [self.loss_tracker, self.nll_tracker, self.accuracy]

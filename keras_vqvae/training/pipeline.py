@@ -50,7 +50,7 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
     print(slices.summary())
     for note in slices.notes:
         print(f"note: {note}")
-    if config.condition == "slice" and min(min(s.slice_numbers) for s in slices.splits()) < 0:
+    if config.condition == "slice" and not slices.carry_positions:
         raise InputError("--condition slice needs slice numbers in the file names (like case_001_slice_0.png), and "
                          "some names carry none: rename the files, or use --condition none")
     images = {split.name: make_dataset(split, config.image_size, config.batch_size, cache=config.cache)
@@ -219,15 +219,15 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
     codes = _code_maps(config, run, slices, vqvae, vqvae_epochs, verbose)
     settings = config.prior_settings(kind)
-    carried = min(min(split.slice_numbers) for split in slices.splits()) >= 0  # every name carries a position
-    automatic = config.condition == "auto" and carried and config.strategy != "multi-worker"  # see TrainConfig
+    automatic = (config.condition == "auto" and slices.carry_positions
+                 and config.strategy != "multi-worker")  # see TrainConfig
     conditional = kind.conditional and (config.condition == "slice" or automatic)
     labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
     batch_size = min(settings.batch_size, len(codes["train"])) if kind.drop_remainder else settings.batch_size
     test_images = _images(images["test"])
     context = PriorContext(
         vqvae=vqvae, grid_shape=codes["train"].shape[1:], seed=config.seed, real_images=test_images,
-        num_classes=int(max(max(s.slice_numbers) for s in slices.splits())) + 1 if conditional else 0,
+        num_classes=slices.num_positions if conditional else 0,
         steps_per_epoch=math.ceil(len(codes["train"]) / batch_size))
 
     def dataset(split, training=False):
@@ -274,17 +274,15 @@ def _position_network(config: TrainConfig, run: RunFolder, slices, images: dict,
                       verbose) -> SlicePositionNetwork | None:
     """The run's slice-position network (see `keras_vqvae.metrics.anatomy`): kept in the run folder, else trained on
     the training slices and kept there. None, with a note, when the file names carry no slice positions."""
-    positions = [np.array(split.slice_numbers) for split in slices.splits()]
-    if min(numbers.min() for numbers in positions) < 0:
+    if not slices.carry_positions:
         print("note: the file names carry no slice positions, so generated slices are not judged by position")
         return None
     network = run.load_position_network()
     if network is None:
         if verbose:
             print(f"training a slice-position network on the training slices (kept in {run.position_network_path})")
-        num_positions = int(max(numbers.max() for numbers in positions)) + 1
         network = train_position_network(_images(images["train"]), np.array(slices.train.slice_numbers),
-                                         num_positions, seed=config.seed)
+                                         slices.num_positions, seed=config.seed)
         run.save_model("position_network", network)
     return network
 
