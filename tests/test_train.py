@@ -207,6 +207,9 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--strategy", "multi-worker", "--condition", "slice"], "error: --condition slice does not train under "
                                                              "--strategy multi-worker yet"),
     (["--temperature", "0"], "error: --temperature 0.0 is out of range (it must be positive)"),
+    (["--prior", "transformer", "--transformer-dim", "30"], "error: --transformer-dim 30 is not a multiple of "
+                                                            "--transformer-heads 4: each head takes an equal share "
+                                                            "of the width, so pick e.g. --transformer-dim 32"),
 ])
 def test_bad_settings_give_one_line_and_status_2(tmp_path, capsys, arguments, message):
     assert train.main([*arguments, "--run-dir", str(tmp_path / "run")]) == 2

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vqvae.errors import InputError
 from keras_vqvae.models.optimization import cosine_adam
 from keras_vqvae.priors.autoregressive import AutoregressivePrior, unconditional_rate_option
 from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
@@ -238,6 +239,10 @@ class TransformerSettings:
 
     def __post_init__(self):
         check_settings(self, "transformer")
+        if self.dim % self.heads:
+            raise InputError(f"--transformer-dim {self.dim} is not a multiple of --transformer-heads {self.heads}: "
+                             f"each head takes an equal share of the width, so pick e.g. --transformer-dim "
+                             f"{self.heads * max(1, round(self.dim / self.heads))}")
 
 
 def build_transformer(settings: TransformerSettings, context: PriorContext) -> CodeTransformer:
