@@ -41,6 +41,8 @@ def test_copies_of_the_test_slices_are_at_distance_zero_and_blurred_slices_far(s
     blurred = tf.image.resize(blurred, (64, 64), method="bilinear").numpy()  # a quarter of the resolution
     scored, _ = anatomy_metrics(network, blurred, test, validate, blurred, train)
     assert scored["fd"] > 2 * scored["fd_real"] and scored["fd_ratio_to_reconstructed"] == pytest.approx(1.0)
+    assert scored["reconstructed_position_confidence"] == pytest.approx(scored["position_confidence"])
+    assert scored["reconstructed_position_confidence"] < scored["real_position_confidence"]  # blur costs confidence
 
 
 def test_copies_of_training_slices_count_as_memorised_and_unseen_slices_do_not(slices, network):

@@ -141,7 +141,8 @@ def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: 
           less: as good as that baseline). All with the same number of slices in every set, `anatomy_slices`: FD
           is biased upward for small sets, so only figures of equal set sizes compare.
         * `position_confidence`: the network's mean probability of its predicted position on generated slices,
-          beside `real_position_confidence` on test slices; `position_entropy_bits` and
+          beside `real_position_confidence` on test slices and `reconstructed_position_confidence` on the
+          reconstructions of unseen slices (the most a prior over this VQ-VAE can expect); `position_entropy_bits` and
           `real_position_entropy_bits`, the entropy of the predicted positions (5 bits: spread evenly over 32).
         * `nearest_train_brain_ssim`: each generated slice's highest SSIM against any training slice, averaged over
           its brain only; `real_nearest_train_brain_ssim` the same for test slices. `memorised_fraction`: the
@@ -168,6 +169,7 @@ def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: 
         "fd_ratio_to_reconstructed": fd["generated"] / fd["reconstructed"],
         "position_confidence": float(probabilities["generated"].max(axis=1).mean()),
         "real_position_confidence": float(probabilities["test"].max(axis=1).mean()),
+        "reconstructed_position_confidence": float(probabilities["reconstructed"].max(axis=1).mean()),
         "position_entropy_bits": _entropy_bits(predicted["generated"], network.num_positions),
         "real_position_entropy_bits": _entropy_bits(predicted["test"], network.num_positions),
         "nearest_train_brain_ssim": float(nearest["generated"].mean()),
