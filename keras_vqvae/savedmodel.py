@@ -95,9 +95,6 @@ class _Endpoints:
         # A Python int comes in as a constant, which shape inference folds into the ops below before the check runs:
         # a negative one would fail there, saying nothing of num_samples. It never sees one below 0.
         num_samples = tf.maximum(num_samples, 0)
-        # A Python int comes in as a constant, which shape inference folds into the ops below before the check runs:
-        # a negative one would fail there, saying nothing of num_samples. It never sees one below 0.
-        num_samples = tf.maximum(num_samples, 0)
         seed = _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
         temperature = _checked(tf.cast(temperature, tf.float32),
                                lambda t: tf.debugging.assert_positive(t, "temperature must be positive"))
