@@ -305,7 +305,8 @@ def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices,
                          run.plots / f"{kind.name}_positions.png",
                          f"{kind.name}: predicted positions, entropy {metrics['position_entropy_bits']:.2f} bits "
                          f"(real {metrics['real_position_entropy_bits']:.2f}); confidence "
-                         f"{metrics['position_confidence']:.2f} (real {metrics['real_position_confidence']:.2f})")
+                         f"{metrics['position_confidence']:.2f} (real {metrics['real_position_confidence']:.2f}, "
+                         f"reconstructions {metrics['reconstructed_position_confidence']:.2f})")
     by_position = labels if labels is not None else predicted["generated"]
     rows = np.linspace(0, num_positions - 1, 8).round().astype(int)
     plots.plot_by_position(
