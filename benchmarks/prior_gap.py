@@ -13,7 +13,9 @@ the position network's confidence) against the same baselines, with as many slic
 * `samples`: the prior's own maps at temperature 1, as the run draws them (spread over the slice positions), for
   each seed; FD with as many slices varies from seed to seed, so `samples_mean` gives the mean and the spread.
 
-The VQ-VAE and the prior are the run folder's, as trained; nothing is trained. Progress goes to stderr and the JSON
+The VQ-VAE and the prior are the run folder's, as trained; nothing is trained. Everything computes in float32: for a
+run trained with --mixed-precision the figures differ from the run's own (for a float32 run, seed 0 gives exactly
+the run's). Progress goes to stderr and the JSON
 alone to stdout.
 """
 
