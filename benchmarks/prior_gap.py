@@ -15,8 +15,7 @@ the position network's confidence) against the same baselines, with as many slic
 
 The VQ-VAE and the prior are the run folder's, as trained; nothing is trained. Everything computes in float32: for a
 run trained with --mixed-precision the figures differ from the run's own (for a float32 run, seed 0 gives exactly
-the run's). Progress goes to stderr and the JSON
-alone to stdout.
+the run's). Progress goes to stderr and the JSON alone to stdout.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ import tensorflow as tf
 import hardware
 from keras_vqvae import cli
 from keras_vqvae.data import SubjectSplit, load_slices, make_dataset
-from keras_vqvae.metrics.anatomy import anatomy_metrics
 from keras_vqvae.errors import InputError
+from keras_vqvae.metrics.anatomy import anatomy_metrics
 from keras_vqvae.metrics.generation import diversity_ms_ssim, real_sample
 from keras_vqvae.models.vqvae import decode_images
 from keras_vqvae.priors.generation import generate
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                      images["train"], seed=config.seed)
         return metrics
 
-    labels = np.array(slices.validate.slice_numbers, np.int32) if getattr(prior, "num_classes", 0) else None
+    labels = np.array(slices.validate.slice_numbers, np.int32) if prior.num_classes else None
     print("teacher-forced draws", file=sys.stderr)
     forced_codes = teacher_forced(prior, codes, labels, config.seed)
     forced = judged(decode_images(vqvae, forced_codes))
