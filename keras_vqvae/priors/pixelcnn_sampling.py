@@ -171,8 +171,6 @@ class CachedSampler(Sampler):
         return codes
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class PixelCNNSettings:
     """The PixelCNN prior's settings (flags --pixelcnn-epochs, ...)."""
