@@ -31,7 +31,7 @@ import hardware
 from keras_vqvae import cli
 from keras_vqvae.data import SubjectSplit, load_slices, make_dataset
 from keras_vqvae.errors import InputError
-from keras_vqvae.metrics.anatomy import anatomy_metrics
+from keras_vqvae.metrics.anatomy import AnatomyJudge
 from keras_vqvae.metrics.generation import diversity_ms_ssim, real_sample
 from keras_vqvae.models.vqvae import decode_images
 from keras_vqvae.priors.generation import generate
@@ -74,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     codes = np.asarray(vqvae.encode(images["validate"] - 0.5))  # (N, h, w)
     reconstructions = decode_images(vqvae, codes)
 
+    judge = AnatomyJudge(network, images["test"], images["validate"], reconstructions, images["train"],
+                         seed=config.seed)
+
     def judged(generated: np.ndarray) -> dict:
-        metrics, _ = anatomy_metrics(network, generated, images["test"], images["validate"], reconstructions,
-                                     images["train"], seed=config.seed)
-        return metrics
+        return judge(generated, memorisation=False)[0]  # memorisation is not what this benchmark asks about
 
     labels = np.array(slices.validate.slice_numbers, np.int32) if prior.num_classes else None
     print("teacher-forced draws", file=sys.stderr)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_vqvae.data.synthetic import SubjectSplit, make_split_arrays
-from keras_vqvae.metrics.anatomy import anatomy_metrics, frechet_distance, train_position_network
+from keras_vqvae.metrics.anatomy import AnatomyJudge, anatomy_metrics, frechet_distance, train_position_network
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,19 @@ def test_the_position_network_knows_positions_it_has_seen_and_reports_prediction
     within_two = np.abs(predicted["generated"] - slices["validate"][1]) <= 2
     assert within_two.mean() > 0.3  # it learnt anatomy, not noise: 5 positions of 32 are 16% by chance
     assert 0 < metrics["position_confidence"] <= 1 and 0 < metrics["position_entropy_bits"] <= 5
+
+
+def test_a_judge_of_several_sets_gives_what_anatomy_metrics_gives_each(slices, network):
+    test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
+    blurred = tf.image.resize(tf.image.resize(validate, (16, 16)), (64, 64)).numpy()
+    judge = AnatomyJudge(network, test, validate, blurred, train)
+    for generated in (validate, train[:len(test)], blurred):
+        alone, alone_predicted = anatomy_metrics(network, generated, test, validate, blurred, train)
+        judged, predicted = judge(generated)
+        assert judged == pytest.approx(alone)
+        assert all(np.array_equal(predicted[name], alone_predicted[name]) for name in alone_predicted)
+    without, _ = judge(blurred, memorisation=False)
+    assert "memorised_fraction" not in without
+    assert without == pytest.approx({key: value for key, value in alone.items() if key in without})
+    with pytest.raises(ValueError, match="at least 96 generated slices"):
+        judge(validate[:10])

@@ -10,10 +10,11 @@ filled with texture scores near a real slice. These metrics look inside the brai
 * `frechet_distance` between two sets of its embeddings (every stage's mean features, each standardised by its
   spread over the test slices) is the Fréchet distance of Heusel et al. 2017 (their eq. 6, "FID", in a domain
   network's embedding instead of Inception's).
-* `anatomy_metrics` reports it for generated slices against the test split, beside two baselines computed the same
-  way with as many slices: unseen real slices (the validation split) and the VQ-VAE's reconstructions of them (the
-  best any prior over this VQ-VAE can do). With them: the network's mean confidence in its predicted position, the
-  entropy of the predicted positions, and memorisation judged inside the brain.
+* `anatomy_metrics` reports it for generated slices against the test split (an `AnatomyJudge` for several sets
+  against the same references), beside two baselines computed the same way with as many slices: unseen real slices
+  (the validation split) and the VQ-VAE's reconstructions of them (the best any prior over this VQ-VAE can do).
+  With them: the network's mean confidence in its predicted position, the entropy of the predicted positions, and
+  memorisation judged inside the brain.
 
 References:
     M. Heusel, H. Ramsauer, T. Unterthiner, B. Nessler, S. Hochreiter, "GANs Trained by a Two Time-Scale Update Rule
@@ -118,23 +119,89 @@ def _entropy_bits(positions: np.ndarray, num_positions: int) -> float:
     return float(-(frequencies * np.log2(frequencies)).sum()) + 0.0  # + 0.0: no -0.0 for a single position
 
 
-def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: np.ndarray, unseen: np.ndarray,
-                    unseen_reconstructions: np.ndarray, train: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """How anatomical generated slices are; every image set (n, S, S, 1) in [0, 1].
+class AnatomyJudge:
+    """Judges sets of generated slices by their anatomy (see `anatomy_metrics`) against fixed references, whose part
+    of the work (their embeddings, the test slices' nearest training slices) is done once for every set judged.
 
     Args:
         network: a trained `SlicePositionNetwork`.
-        generated: generated slices.
         test: real test slices, the reference every set is compared with.
         unseen: other real slices the models never saw (the validation split): the real baseline.
         unseen_reconstructions: the VQ-VAE's reconstructions of `unseen`, in the same order: the reconstruction
             baseline, the best a prior over this VQ-VAE can reach.
         train: the training slices, for memorisation.
-        seed: seed of the subsets drawn when the sets differ in size.
+        count: how many slices of each set are compared, at most len(test) and len(unseen). Default: the smaller.
+        seed: seed of the subsets drawn when the sets are larger than `count`.
+
+    Every image set is (n, S, S, 1) in [0, 1].
+    """
+
+    def __init__(self, network: SlicePositionNetwork, test: np.ndarray, unseen: np.ndarray,
+                 unseen_reconstructions: np.ndarray, train: np.ndarray, count: int | None = None, seed: int = 0):
+        most = min(len(test), len(unseen))
+        self.count = most if count is None else count
+        if not 0 < self.count <= most:
+            raise ValueError(f"count must be between 1 and {most} (the test and unseen slices), got {count}")
+        self.network, self.train, self._test_nearest = network, train, None
+        chosen = np.sort(np.random.default_rng(seed).choice(len(unseen), self.count, replace=False))
+        self.references = {"test": real_sample(test, self.count, seed),
+                           "real": np.asarray(unseen, np.float32)[chosen],
+                           "reconstructed": np.asarray(unseen_reconstructions, np.float32)[chosen]}
+        self.embeddings = {name: _embed(network, images) for name, images in self.references.items()}  # (count, E)
+
+    def __call__(self, generated: np.ndarray, memorisation: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+        """The metrics of the first `count` generated slices, and the network's predicted positions of each set;
+        see `anatomy_metrics`. Without `memorisation`, the memorisation figures (the costly part: SSIM against
+        every training slice) are left out."""
+        if len(generated) < self.count:
+            raise ValueError(f"need at least {self.count} generated slices, got {len(generated)}")
+        generated = np.asarray(generated[:self.count], np.float32)
+        embeddings = {**self.embeddings, "generated": _embed(self.network, generated)}
+        features = _standardised(embeddings, "test")
+        fd = {name: frechet_distance(features[name], features["test"])
+              for name in ("generated", "real", "reconstructed")}
+        probabilities = {name: tf.nn.softmax(self.network.logits(values)).numpy()  # the head on the same embeddings
+                         for name, values in embeddings.items()}  # (count, num_positions) each
+        predicted = {name: p.argmax(axis=1) for name, p in probabilities.items()}
+        metrics = {
+            "anatomy_slices": self.count,
+            "fd": fd["generated"], "fd_real": fd["real"], "fd_reconstructed": fd["reconstructed"],
+            "fd_ratio_to_real": fd["generated"] / fd["real"],
+            "fd_ratio_to_reconstructed": fd["generated"] / fd["reconstructed"],
+            "position_confidence": float(probabilities["generated"].max(axis=1).mean()),
+            "real_position_confidence": float(probabilities["test"].max(axis=1).mean()),
+            "reconstructed_position_confidence": float(probabilities["reconstructed"].max(axis=1).mean()),
+            "position_entropy_bits": _entropy_bits(predicted["generated"], self.network.num_positions),
+            "real_position_entropy_bits": _entropy_bits(predicted["test"], self.network.num_positions),
+        }
+        if memorisation:
+            metrics.update(self._memorisation(generated))
+        return metrics, predicted
+
+    def _memorisation(self, generated: np.ndarray) -> dict:
+        if self._test_nearest is None:
+            self._test_nearest = _nearest_train_brain_ssim(self.references["test"], self.train)
+        nearest = _nearest_train_brain_ssim(generated, self.train)
+        threshold = float(np.percentile(self._test_nearest, MEMORISATION_PERCENTILE))
+        return {
+            "nearest_train_brain_ssim": float(nearest.mean()),
+            "real_nearest_train_brain_ssim": float(self._test_nearest.mean()),
+            "memorised_fraction": float((nearest > threshold).mean()),
+            "real_memorised_fraction": float((self._test_nearest > threshold).mean()),
+            "memorisation_threshold": threshold,
+        }
+
+
+def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: np.ndarray, unseen: np.ndarray,
+                    unseen_reconstructions: np.ndarray, train: np.ndarray, seed: int = 0
+                    ) -> tuple[dict, dict[str, np.ndarray]]:
+    """How anatomical generated slices are; every image set (n, S, S, 1) in [0, 1]. One set judged by an
+    `AnatomyJudge` (which takes the other arguments); to judge several against the same references, use that.
 
     Returns:
         The metrics, and the network's predicted positions {'generated': (count,), 'test': (count,), ...} of each
-        set of `anatomy_slices` slices (the first `count` generated slices):
+        set of `anatomy_slices` slices (the first `count` generated slices), count being the size of the smallest
+        of generated, test and unseen:
 
         * `fd`: Fréchet distance of the generated slices' embeddings to the test slices'; `fd_real` and
           `fd_reconstructed` the same for the two baselines; `fd_ratio_to_real`, `fd_ratio_to_reconstructed` (1 or
@@ -150,35 +217,13 @@ def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: 
           (`memorisation_threshold`); `real_memorised_fraction`, the same fraction of test slices (about 1%).
     """
     count = min(len(generated), len(test), len(unseen))
-    chosen = np.sort(np.random.default_rng(seed).choice(len(unseen), count, replace=False))
-    sets = {"generated": np.asarray(generated[:count], np.float32), "test": real_sample(test, count, seed),
-            "real": np.asarray(unseen, np.float32)[chosen],
-            "reconstructed": np.asarray(unseen_reconstructions, np.float32)[chosen]}
-    embeddings = {name: _embed(network, images) for name, images in sets.items()}  # (count, E) each
-    features = _standardised(embeddings, "test")
-    fd = {name: frechet_distance(features[name], features["test"]) for name in ("generated", "real", "reconstructed")}
-    probabilities = {name: tf.nn.softmax(network.logits(values)).numpy()  # the head on the same embeddings
-                     for name, values in embeddings.items()}  # (count, num_positions) each
-    predicted = {name: p.argmax(axis=1) for name, p in probabilities.items()}
-    nearest = {name: pairwise_ssim(sets[name], train, region="brain").max(axis=1) for name in ("generated", "test")}
-    threshold = float(np.percentile(nearest["test"], MEMORISATION_PERCENTILE))
-    metrics = {
-        "anatomy_slices": count,
-        "fd": fd["generated"], "fd_real": fd["real"], "fd_reconstructed": fd["reconstructed"],
-        "fd_ratio_to_real": fd["generated"] / fd["real"],
-        "fd_ratio_to_reconstructed": fd["generated"] / fd["reconstructed"],
-        "position_confidence": float(probabilities["generated"].max(axis=1).mean()),
-        "real_position_confidence": float(probabilities["test"].max(axis=1).mean()),
-        "reconstructed_position_confidence": float(probabilities["reconstructed"].max(axis=1).mean()),
-        "position_entropy_bits": _entropy_bits(predicted["generated"], network.num_positions),
-        "real_position_entropy_bits": _entropy_bits(predicted["test"], network.num_positions),
-        "nearest_train_brain_ssim": float(nearest["generated"].mean()),
-        "real_nearest_train_brain_ssim": float(nearest["test"].mean()),
-        "memorised_fraction": float((nearest["generated"] > threshold).mean()),
-        "real_memorised_fraction": float((nearest["test"] > threshold).mean()),
-        "memorisation_threshold": threshold,
-    }
-    return metrics, predicted
+    judge = AnatomyJudge(network, test, unseen, unseen_reconstructions, train, count, seed)
+    return judge(generated)
+
+
+def _nearest_train_brain_ssim(images: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Each image's highest SSIM against any training slice, averaged over its brain only, (n,)."""
+    return pairwise_ssim(images, train, region="brain").max(axis=1)
 
 
 def _standardised(features: dict[str, np.ndarray], reference: str) -> dict[str, np.ndarray]:
