@@ -8,8 +8,9 @@ Every set is judged as the run judges its generated slices (`keras_vqvae.metrics
 the position network's confidence) against the same baselines, with as many slices as the validation split has:
 
 * `teacher_forced`: the validation slices' code maps with every code drawn anew from the prior given the real codes
-  before it (at temperature 1), decoded. No draw builds on another, so this is the prior's per-code uncertainty
-  alone: the best its samples could be if they never drifted.
+  before it (at temperature 1), decoded. No draw builds on another, so this shows the prior's per-code uncertainty
+  without drift. It is no bound on the samples: each code is drawn without the real codes after it, which the map
+  keeps, so a teacher-forced map can disagree with itself and score worse than samples.
 * `samples`: the prior's own maps at temperature 1, as the run draws them (spread over the slice positions), for
   each seed; FD with as many slices varies from seed to seed, so `samples_mean` gives the mean and the spread.
 
