@@ -13,7 +13,7 @@ TINY = ["--synthetic-subjects", "3,1,1", "--image-size", "32", "--channels", "8"
         "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3",
         "--pixelcnn-filters", "8", "--pixelcnn-layers", "2", "--pixelcnn-kernel-size", "3", "--pixelcnn-epochs", "1",
         "--dcgan-filters", "4", "--dcgan-noise-dim", "8", "--dcgan-batch-size", "16", "--dcgan-epochs", "1",
-        "--num-generated", "4"]
+        "--num-generated", "4", "--judge-subjects", "1"]
 
 
 @pytest.fixture(scope="session")

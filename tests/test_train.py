@@ -11,9 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY
+from conftest import TINY, write_slices
 from keras_vqvae import train
+from keras_vqvae.data import SubjectSplit, load_slices
 from keras_vqvae.training import RunFolder, TrainConfig
+from keras_vqvae.training.pipeline import judge_training_sets
 
 REPO = Path(__file__).resolve().parents[1]
 GENERATION_METRICS = ("generated_test_ssim", "test_matched_above_0_6", "nearest_train_ssim", "real_nearest_train_ssim",
@@ -207,6 +209,9 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--strategy", "multi-worker", "--condition", "slice"], "error: --condition slice does not train under "
                                                              "--strategy multi-worker yet"),
     (["--temperature", "0"], "error: --temperature 0.0 is out of range (it must be positive)"),
+    (["--adversarial-weight", "0.1", "--adversarial-start", "5", "--epochs", "5"],
+     "error: --adversarial-start 5 is not below --epochs 5, so the adversarial term would never act"),
+    (["--adversarial-weight", "-1"], "error: --adversarial-weight -1.0 is out of range (it must be at least 0)"),
     (["--prior", "transformer", "--transformer-dim", "30"], "error: --transformer-dim 30 is not a multiple of "
                                                             "--transformer-heads 4: each head takes an equal share "
                                                             "of the width, so pick e.g. --transformer-dim 32"),
@@ -252,3 +257,19 @@ def test_bad_flags_on_the_command_line_exit_2_with_one_line():
     lines = [line for line in err.splitlines() if "keras_vqvae.train" in line]
     assert lines == ["python -m keras_vqvae.train: error: argument --epochs: invalid int value: 'many' "
                      "(see python -m keras_vqvae.train --help)"]
+
+
+def test_the_judge_learns_extra_subjects_of_the_embedded_data_that_no_split_holds(tmp_path, subject_slices):
+    config = TrainConfig(synthetic_subjects=(3, 1, 1), judge_subjects=2)
+    slices = load_slices(None, synthetic_subjects=SubjectSplit(3, 1, 1))
+    sets = judge_training_sets(config, slices)
+    assert [s.name for s in sets] == ["train", "extra"]
+    assert sets[0] is slices.train and sets[1].num_subjects == 2 and len(sets[1]) == 64
+    judged = {case for s in sets for case in s.case_ids}
+    held_out = set(slices.validate.case_ids) | set(slices.test.case_ids)
+    assert judged.isdisjoint(held_out) and len(judged) == 5
+    assert sets[1].slice_numbers == tuple(range(32)) * 2
+    assert judge_training_sets(dataclasses.replace(config, judge_subjects=0), slices) == [slices.train]
+    folder = write_slices(tmp_path / "slices", subject_slices, range(1, 11))
+    own = load_slices(folder)
+    assert judge_training_sets(dataclasses.replace(config, data=str(folder)), own) == [own.train]

@@ -112,11 +112,19 @@ def load_slices(path: str | Path | None = None, seed: int = 0,
 
 def synthetic_slices(subjects: synthetic.SubjectSplit = synthetic.SubjectSplit(), seed: int = 0) -> Slices:
     """The embedded default data: virtual subjects from the MNI152 template, generated in memory."""
-    sets = {}
-    for split, (pixels, case_ids, slice_numbers) in synthetic.make_split_arrays(subjects, seed).items():
-        sets[split] = SliceSet(split, tuple(f"{i:03d}" for i in case_ids), tuple(int(n) for n in slice_numbers),
-                               pixels=pixels)
+    sets = {split: _synthetic_set(split, *arrays)
+            for split, arrays in synthetic.make_split_arrays(subjects, seed).items()}
     return Slices(**sets, description=f"embedded synthetic data (seed {seed})", notes=(synthetic.ANNOUNCEMENT,))
+
+
+def extra_synthetic_slices(subjects: synthetic.SubjectSplit, count: int, seed: int = 0) -> SliceSet:
+    """`count` further virtual subjects of the embedded data, in none of the splits of `subjects` (see
+    `SubjectSplit.extra_case_ids`), as a set named 'extra'."""
+    return _synthetic_set("extra", *synthetic.subject_arrays(subjects.extra_case_ids(count), seed))
+
+
+def _synthetic_set(name: str, pixels: np.ndarray, case_ids: np.ndarray, slice_numbers: np.ndarray) -> SliceSet:
+    return SliceSet(name, tuple(f"{i:03d}" for i in case_ids), tuple(int(n) for n in slice_numbers), pixels=pixels)
 
 
 def read_folder(path: str | Path, seed: int = 0) -> Slices:

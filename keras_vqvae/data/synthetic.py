@@ -63,6 +63,13 @@ class SubjectSplit:
         first = np.cumsum([1] + counts[:-1])
         return {split: list(range(start, start + n)) for split, start, n in zip(SPLITS, first, counts)}
 
+    def extra_case_ids(self, count: int) -> list[int]:
+        """Ids of `count` further virtual subjects in none of the splits, numbered after the test split's: made the
+        same way, they let a judge of generated slices learn more brains than the training split holds without
+        seeing a validation or test subject."""
+        first = self.train + self.validate + self.test + 1
+        return list(range(first, first + count))
+
 
 @dataclasses.dataclass(frozen=True)
 class _Template:
@@ -208,13 +215,15 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
 def make_split_arrays(split: SubjectSplit = SubjectSplit(), seed: int = 0, image_size: int = IMAGE_SIZE
                       ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """All virtual subjects in memory: split -> (images uint8 (N, H, W), case ids (N,), slice numbers (N,))."""
-    arrays = {}
-    for name, ids in split.case_ids().items():
-        images = np.concatenate([make_subject(case_id, seed, image_size=image_size) for case_id in ids])
-        case_ids = np.repeat(ids, SLICES_PER_SUBJECT)
-        slice_numbers = np.tile(np.arange(SLICES_PER_SUBJECT), len(ids))
-        arrays[name] = (images, case_ids, slice_numbers)
-    return arrays
+    return {name: subject_arrays(ids, seed, image_size) for name, ids in split.case_ids().items()}
+
+
+def subject_arrays(case_ids: list[int], seed: int = 0, image_size: int = IMAGE_SIZE
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The virtual subjects `case_ids` in memory: (images uint8 (N, H, W), case ids (N,), slice numbers (N,))."""
+    images = np.concatenate([make_subject(case_id, seed, image_size=image_size) for case_id in case_ids])
+    return (images, np.repeat(case_ids, SLICES_PER_SUBJECT),
+            np.tile(np.arange(SLICES_PER_SUBJECT), len(case_ids)))
 
 
 def write_sample(root: str | Path, split: SubjectSplit = SubjectSplit(), seed: int = 0) -> int:

@@ -51,11 +51,21 @@ class RunSettings:
                                          "loss", choices=CODEBOOK_UPDATES)
     beta: float = option(0.25, "commitment weight beta of the VQ loss (paper eq. 3)", at_least(0))
     dead_code_steps: int = option(50, "restart a code unused for this many training steps (0: never)", at_least(0))
+    adversarial_weight: float = option(0.0, "weight of the decoder's adversarial term in the VQ-VAE's loss: a patch "
+                                            "discriminator learns to tell real slices from decoded ones, as in VQGAN "
+                                            "(0: none)", at_least(0))
+    adversarial_start: int = option(30, "the VQ-VAE epoch after which the adversarial term acts, once the "
+                                        "reconstructions have nearly converged", at_least(0))
+    discriminator_filters: int = option(32, "channels of the patch discriminator's first stage", at_least(1))
+    discriminator_learning_rate: float = option(2e-4, "Adam learning rate of the patch discriminator", positive)
     seed: int = option(0, "seed for data splitting, shuffling, synthetic subjects and weights",
                        between(0, MAX_SEED))
     synthetic_subjects: tuple[int, int, int] = option(
         (48, 8, 8), "with the embedded data: virtual subjects in train,validate,test",
         Check(lambda counts: min(counts) >= 1, "at least 1 in every split"), parse=_subject_counts)
+    judge_subjects: int = option(144, "with the embedded data: further virtual subjects, in no split, that the "
+                                      "slice-position network judging generated slices learns beside the training "
+                                      "split (0: the training split alone, as always with --data)", at_least(0))
     prior: str = option("pixelcnn", "which prior learns the codes: " + "; ".join(
         f"{kind.name}, {kind.description}" for kind in PRIOR_KINDS.values()) + ". A run folder can hold one of "
         "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS), resumable=True)
@@ -85,6 +95,10 @@ class RunSettings:
             raise InputError("--condition slice does not train under --strategy multi-worker yet (Keras turns the "
                              "(codes, positions) batches into tensors outside the workers' steps): use --condition "
                              "none, or another strategy")
+        if self.adversarial_weight and self.adversarial_start >= self.epochs:
+            raise InputError(f"--adversarial-start {self.adversarial_start} is not below --epochs {self.epochs}, so "
+                             f"the adversarial term would never act: lower --adversarial-start, or give "
+                             f"--adversarial-weight 0")
         if self.image_size % self.downsampling:
             raise InputError(f"--image-size {self.image_size} is not divisible by --downsampling {self.downsampling}: "
                              f"pick sizes such as 128 or 256 with downsampling 4 or 8")

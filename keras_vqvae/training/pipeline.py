@@ -16,7 +16,8 @@ import keras
 import numpy as np
 
 from keras_vqvae.batching import apply_in_batches
-from keras_vqvae.data import SubjectSplit, load_slices, make_code_dataset, make_dataset, pixel_variance
+from keras_vqvae.data import (SliceSet, SubjectSplit, extra_synthetic_slices, load_slices, make_code_dataset,
+                              make_dataset, pixel_variance)
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.metrics.anatomy import SlicePositionNetwork, anatomy_metrics, train_position_network
 from keras_vqvae.metrics.generation import collapse_warning, generation_metrics
@@ -279,12 +280,27 @@ def _position_network(config: TrainConfig, run: RunFolder, slices, images: dict,
         return None
     network = run.load_position_network()
     if network is None:
+        sets = judge_training_sets(config, slices)
         if verbose:
-            print(f"training a slice-position network on the training slices (kept in {run.position_network_path})")
-        network = train_position_network(_images(images["train"]), np.array(slices.train.slice_numbers),
-                                         slices.num_positions, seed=config.seed)
+            print(f"training a slice-position network on {' and '.join(f'the {s.name} slices' for s in sets)} "
+                  f"({sum(s.num_subjects for s in sets)} subjects; kept in {run.position_network_path})")
+        datasets = [images["train"], *(make_dataset(s, config.image_size, ENCODING_BATCH_SIZE, cache="none")
+                                       for s in sets[1:])]  # the training split is decoded already
+        network = train_position_network(np.concatenate([_images(dataset) for dataset in datasets]),
+                                         np.concatenate([s.slice_numbers for s in sets]), slices.num_positions,
+                                         seed=config.seed)
         run.save_model("position_network", network)
     return network
+
+
+def judge_training_sets(config: TrainConfig, slices) -> list[SliceSet]:
+    """The slices the run's slice-position network learns: the training split, and on the embedded data
+    `config.judge_subjects` further virtual subjects that are in no split (a network that has seen 48 subjects
+    judges too leniently: trained on 192, it put the same generated slices half again as far from real ones)."""
+    if config.data is not None or not config.judge_subjects:
+        return [slices.train]
+    return [slices.train, extra_synthetic_slices(SubjectSplit(*config.synthetic_subjects), config.judge_subjects,
+                                                 config.seed)]
 
 
 def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
