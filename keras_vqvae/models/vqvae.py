@@ -185,8 +185,11 @@ class VQVAE(keras.Model):
         return {name: keras.optimizers.serialize(value) for name, value in optimizers.items() if value is not None}
 
     def compile_from_config(self, config):
-        """Rebuilds the optimizers with their variables, so that a `.keras` file resumes training exactly."""
-        self.compile(**{name: keras.optimizers.deserialize(value) for name, value in config.items()})
+        """Rebuilds the optimizers with their variables, so that a `.keras` file resumes training exactly. (Files
+        written before the discriminator existed hold Keras' own compile configuration, whose other entries are
+        empty.)"""
+        self.compile(**{name: keras.optimizers.deserialize(config[name])
+                        for name in ("optimizer", "discriminator_optimizer") if config.get(name) is not None})
         self.optimizer.build(self.autoencoder_variables)
         if self.discriminator is not None:
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
