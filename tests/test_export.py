@@ -137,6 +137,25 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     assert "model.sample(16, 0, 1.0, -1)" in card  # the tiny run's prior has a null class: any position
 
 
+def test_the_model_cards_first_example_runs_as_written_and_the_one_liner_it_warns_of_fails(exported):
+    """In a fresh Python: the card's "Load it" code, then the one-liner, which TensorFlow cannot run (the loaded
+    object, freed at once, takes the variables with it). Should TensorFlow learn to, the warning can go."""
+    folder = exported[2]
+    card = (folder / "README.md").read_text()
+    example = card.split("## Load it")[1].split("```python\n")[1].split("```")[0]
+    one_liner = textwrap.dedent("""
+        try:
+            tf.saved_model.load("saved_model").sample(8, 0)
+        except AssertionError as error:
+            print(error)
+    """)
+    process = subprocess.run([sys.executable, "-c", example + one_liner], cwd=folder.parent, capture_output=True,
+                             text=True, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "Called a function referencing variables which have been deleted" in process.stdout
+    assert "`tf.saved_model.load(\"saved_model\").sample(8, 0)` in one expression fails" in card
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m: m.encode(np.zeros((2, SIZE, SIZE), np.float32)), "expected_images_of_shape_batch_32_32_1"),
     (lambda m: m.encode(np.zeros((1, 16, 16, 1), np.float32)), "expected_images_of_shape_batch_32_32_1"),
