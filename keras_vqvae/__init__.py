@@ -1,8 +1,9 @@
 """keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices, in TensorFlow / Keras 3.
 
 Pipeline: data -> Encoder -> VectorQuantizer -> Decoder, trained as one `VQVAE` model with `fit`; then
-codes -> prior (GatedPixelCNN or LatentDCGAN) -> its sampler -> Decoder, for new slices. Training runs, run folders
-and their configuration are in `keras_vqvae.training`; the SavedModel export in `keras_vqvae.savedmodel`.
+codes -> prior (GatedPixelCNN, CodeTransformer or LatentDCGAN) -> its sampler -> Decoder, for new slices. Training
+runs, run folders and their configuration are in `keras_vqvae.training`; the SavedModel export in
+`keras_vqvae.savedmodel`.
 """
 
 from keras_vqvae import startup

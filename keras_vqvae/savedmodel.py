@@ -148,9 +148,10 @@ def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = Non
     return archive
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, prior: str | None = "pixelcnn") -> Path:
-    """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn', 'dcgan') as a
-    SavedModel into `out` (default RUN_DIR/saved_model), with a model card README.md; returns `out`.
+def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -> Path:
+    """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn',
+    'transformer', 'dcgan') as a SavedModel into `out` (None: RUN_DIR/saved_model), with a model card README.md;
+    returns `out`. `RunFolder.prior_to_export()` names the prior `train` and `export` choose by default.
 
     An existing SavedModel in `out` is replaced only once the new one is written; a file, or any other non-empty
     folder, is refused before anything is loaded."""

@@ -49,7 +49,7 @@ REUSE = textwrap.dedent("""
 def exported(trained_run, tmp_path_factory):
     """The tiny run's VQ-VAE and conditional PixelCNN, and their SavedModel, written by the command line."""
     out = tmp_path_factory.mktemp("export") / "saved_model"
-    assert export.main([str(trained_run), "--out", str(out)]) == 0
+    assert export.main([str(trained_run), "--out", str(out), "--prior", "pixelcnn"]) == 0
     vqvae = keras.saving.load_model(RunFolder(trained_run).model_path)
     prior = keras.saving.load_model(RunFolder(trained_run).prior_path("pixelcnn"))
     return vqvae, prior, out
@@ -114,6 +114,14 @@ def test_predict_and_the_saved_model_give_the_same_slices_for_a_seed_whatever_th
         np.testing.assert_array_equal(np.load(predicted / "codes.npy"), sampled["indices"])
         pngs = [np.asarray(Image.open(predicted / f"sample_{i:03d}.png")) for i in range(5)]
         np.testing.assert_array_equal(pngs, np.round(sampled["images"].numpy()[..., 0] * 255))
+
+
+def test_export_without_prior_exports_the_prior_train_exported(trained_run, tmp_path, capsys):
+    """The tiny run trained its DCGAN last: train exported that, and so does export."""
+    assert RunFolder(trained_run).read_config().prior == "dcgan"
+    assert export.main([str(trained_run), "--out", str(tmp_path / "saved_model")]) == 0
+    assert "with a dcgan prior over its codes" in (tmp_path / "saved_model" / "README.md").read_text()
+    assert "with a dcgan prior over its codes" in (trained_run / "saved_model" / "README.md").read_text()
 
 
 def test_an_export_without_a_prior_has_no_sample_endpoint(trained_run, tmp_path):

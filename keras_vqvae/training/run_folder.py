@@ -10,7 +10,7 @@ and write of it.
     codes.npz                          its code maps of every split (the priors' data)
     position_network.keras             the slice-position network the generation metrics judge anatomy with
     PRIOR_checkpoints/, PRIOR_history.csv, PRIOR.keras
-                                       the same for each prior trained, PRIOR being its kind's name (pixelcnn, dcgan)
+                                       the same for each prior trained, PRIOR being its kind's name (pixelcnn, transformer, dcgan)
     logs/                              TensorBoard logs (vqvae/, and one folder per prior)
     metrics.json                       test metrics of each stage, generation metrics, training throughput
     plots/                             loss curves; originals beside reconstructions; PRIOR_samples.png
@@ -229,7 +229,7 @@ class RunFolder:
         return self.path / "position_network.keras"
 
     def prior_path(self, prior: str) -> Path:
-        """The trained prior's file: pixelcnn.keras or dcgan.keras."""
+        """The trained prior's file, PRIOR.keras (pixelcnn.keras, transformer.keras, dcgan.keras)."""
         return self.path / f"{prior}.keras"
 
     def checkpoints(self, stage: str) -> CheckpointFolder:
@@ -261,8 +261,10 @@ class RunFolder:
         """The prior a SavedModel of this run samples with: the one trained last (config.json's `prior`), else another
         the folder holds, so long as it was trained on the VQ-VAE the folder holds now (see `outdated_priors`)."""
         current = [name for name in self.held_priors() if name not in self.outdated_priors()]
+        if not current:
+            return None
         last = self.read_config().prior
-        return last if last in current else next(iter(current), None)
+        return last if last in current else current[0]
 
     def outdated_priors(self) -> list[str]:
         """The held priors trained on the codes of a VQ-VAE that has since trained further."""
