@@ -1,13 +1,15 @@
 """keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices, in TensorFlow / Keras 3.
 
 Pipeline: data -> Encoder -> VectorQuantizer -> Decoder, trained as one `VQVAE` model with `fit`; then
-codes -> prior (GatedPixelCNN or LatentDCGAN) -> its sampler -> Decoder, for new slices. Training runs, run folders
-and their configuration are in `keras_vqvae.training`; the SavedModel export in `keras_vqvae.savedmodel`.
+codes -> prior (GatedPixelCNN, CodeTransformer or LatentDCGAN) -> its sampler -> Decoder, for new slices. Training
+runs, run folders and their configuration are in `keras_vqvae.training`; the SavedModel export in
+`keras_vqvae.savedmodel`.
 """
 
-import os
+from keras_vqvae import startup
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the user's way
+if startup.launched_as_command():  # python -m keras_vqvae...: before anything imports TensorFlow
+    startup.load_tensorflow_quietly()
 
 import keras  # noqa: E402
 

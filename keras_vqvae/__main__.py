@@ -4,7 +4,7 @@ GUIDE = """keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices
 
 Commands:
   python -m keras_vqvae.train [--data DIR] [--run-dir DIR] ...   train (or resume) a VQ-VAE and a prior over its
-                                                                  codes (--prior pixelcnn or dcgan)
+                                                                  codes (--prior pixelcnn, transformer or dcgan)
   python -m keras_vqvae.predict RUN_DIR [--prior P] ...           generate slices, or --reconstruct a folder
   python -m keras_vqvae.export RUN_DIR [--out DIR] [--prior P]    a TensorFlow SavedModel that runs without this
                                                                   package (train writes one to RUN_DIR/saved_model)

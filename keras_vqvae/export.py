@@ -17,10 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by python -m keras_vqvae.train")
     parser.add_argument("--out", default=None,
                         help=f"folder for the SavedModel (default: RUN_DIR/{RunFolder.EXPORT_FOLDER})")
-    parser.add_argument("--prior", choices=(*PRIOR_KINDS, "none"), default="pixelcnn",
-                        help="the run's prior behind the sample endpoint, or none (default: pixelcnn)")
+    parser.add_argument("--prior", choices=(*PRIOR_KINDS, "none"), default=None,
+                        help="the run's prior behind the sample endpoint, or none (default: the one train exports: "
+                             "the prior trained last, else another the run holds that was trained on its VQ-VAE)")
     arguments = parser.parse_args(argv)
-    prior = None if arguments.prior == "none" else arguments.prior
+    if arguments.prior is None:
+        prior = RunFolder(arguments.run_dir).prior_to_export()
+    else:
+        prior = None if arguments.prior == "none" else arguments.prior
     out = export_run(arguments.run_dir, arguments.out, prior)
     endpoints = "encode, decode, reconstruct" + (", sample" if prior else "")
     print(f"wrote a SavedModel ({endpoints}, serving_default) and its model card README.md to {out}")

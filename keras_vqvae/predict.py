@@ -1,7 +1,7 @@
 """`python -m keras_vqvae.predict RUN_DIR`: new slices from a trained run's prior, or reconstructions of your slices.
 
-Sampling (the default) draws code maps from one of the run's priors (--prior pixelcnn or dcgan), decodes them with its
-VQ-VAE and writes sample_NNN.png (8-bit grayscale at the model's size), codes.npy and grid.png into --out; the same
+Sampling (the default) draws code maps from one of the run's priors (--prior pixelcnn, transformer or
+dcgan), decodes them with its VQ-VAE and writes sample_NNN.png (8-bit grayscale at the model's size), codes.npy and grid.png into --out; the same
 seed gives the slices the run's SavedModel samples for it. With --reconstruct FOLDER it
 instead passes every slice of FOLDER through the VQ-VAE, writes the reconstructions under their own names with a
 comparison figure, and reports SSIM, brain SSIM and PSNR.

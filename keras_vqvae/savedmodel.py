@@ -17,7 +17,8 @@ Endpoints of the SavedModel, for a model of S x S images and h x w code maps wit
                             slice, or -1 for any position (a prior trained with a null class); without it the
                             slices spread evenly over the positions
 
-Load it with `tf.saved_model.load(DIR)` and call, e.g., `model.sample(16, 0)["images"]`. Bad inputs stop with an error
+Load it with `model = tf.saved_model.load(DIR)` and call, e.g., `model.sample(16, 0)["images"]`, keeping `model`
+while its endpoints are used (TensorFlow frees the variables with the loaded object). Bad inputs stop with an error
 that names what was expected: a wrong rank or size fails the check named `expected_images_of_shape_batch_S_S_1` (or
 `expected_indices_of_shape_batch_h_w`), values out of range an assertion whose message gives the range, and another
 dtype lists the signatures the endpoint has.
@@ -41,6 +42,11 @@ from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
 from keras_vqvae.settings import flag, shown
 from keras_vqvae.training.config import TrainConfig
 from keras_vqvae.training.run_folder import RunFolder
+
+ONE_LINER_WARNING = ("Keep the loaded object in a variable, as below: TensorFlow frees the model's variables with it, "
+                     "so `tf.saved_model.load(\"saved_model\").sample(8, 0)` in one expression fails with \"Called a "
+                     "function referencing variables which have been deleted\".")
+
 
 def _scalar(dtype) -> tf.TensorSpec:
     return tf.TensorSpec((), dtype)
@@ -142,9 +148,10 @@ def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = Non
     return archive
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, prior: str | None = "pixelcnn") -> Path:
-    """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn', 'dcgan') as a
-    SavedModel into `out` (default RUN_DIR/saved_model), with a model card README.md; returns `out`.
+def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -> Path:
+    """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn',
+    'transformer', 'dcgan') as a SavedModel into `out` (None: RUN_DIR/saved_model), with a model card README.md;
+    returns `out`. `RunFolder.prior_to_export()` names the prior `train` and `export` choose by default.
 
     An existing SavedModel in `out` is replaced only once the new one is written; a file, or any other non-empty
     folder, is refused before anything is loaded."""
@@ -194,8 +201,8 @@ def model_card(run: RunFolder, config: TrainConfig, prior: str | None, sampler: 
         f"A VQ-VAE of {config.image_size}x{config.image_size} brain MRI slices "
         + (f"with a {prior} prior over its codes" if prior else "(no prior: no sample endpoint)")
         + ", exported as a TensorFlow SavedModel that runs without keras_vqvae installed.", "",
-        "## Load it", "", "```python", "import tensorflow as tf",
-        "model = tf.saved_model.load(\"saved_model\")",
+        "## Load it", "", ONE_LINER_WARNING, "", "```python", "import tensorflow as tf",
+        "model = tf.saved_model.load(\"saved_model\")  # keep `model` while you use its endpoints",
         "images = model.sample(16, 0)[\"images\"]  # (16, S, S, 1) float32 in [0, 1]" if prior else
         "codes = model.encode(images)  # images (batch, S, S, 1), uint8 or float32 in [0, 1]", *conditions, "```", "",
         "## Endpoints", "", "```", "\n\n".join(__doc__.split("\n\n")[1:3]), "```", "",

@@ -1,5 +1,5 @@
-"""`python -m keras_vqvae.train`: train a VQ-VAE, then a prior over its codes (a gated PixelCNN or a DCGAN), into a
-run folder; running the same command again resumes it.
+"""`python -m keras_vqvae.train`: train a VQ-VAE, then a prior over its codes (a gated PixelCNN, a transformer or a
+DCGAN), into a run folder; running the same command again resumes it.
 
 The run folder holds the configuration, per-epoch checkpoints, the trained models, their code maps, metrics,
 TensorBoard logs, pictures and a SavedModel export (see `keras_vqvae.training.run_folder`). A run killed at any

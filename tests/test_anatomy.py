@@ -1,5 +1,6 @@
-"""The anatomy metrics answer known cases: identical sets are at distance 0, blurred slices are far, copies of
-training slices are memorised."""
+"""The anatomy metrics answer known cases: identical sets are at distance 0, blurred slices are far (the more
+blurred, the farther), copies of training slices are memorised; and they agree with the network's own predictions
+and with pairwise SSIM."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import tensorflow as tf
 
 from keras_vqvae.data.synthetic import SubjectSplit, make_split_arrays
 from keras_vqvae.metrics.anatomy import AnatomyJudge, anatomy_metrics, frechet_distance, train_position_network
+from keras_vqvae.metrics.generation import pairwise_ssim
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +34,24 @@ def test_the_frechet_distance_of_two_gaussians_is_the_squared_distance_of_their_
     assert frechet_distance(a, 3.0 * a) == pytest.approx(3 * (3.0 - 1.0) ** 2, rel=0.02)  # Tr(1 + 9 - 2*3) per axis
 
 
+def blurred(images: np.ndarray, factor: int) -> np.ndarray:
+    """Images at 1/factor of their resolution, resized back."""
+    small = tf.nn.avg_pool2d(images, factor, factor, "VALID")
+    return tf.image.resize(small, images.shape[1:3], method="bilinear").numpy()
+
+
 def test_copies_of_the_test_slices_are_at_distance_zero_and_blurred_slices_far(slices, network):
     test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
-    copies, _ = anatomy_metrics(network, test, test, validate, validate, train)
+    lightly, heavily = blurred(validate, 2), blurred(validate, 4)  # the baseline reconstructions: lightly blurred
+    copies, _ = anatomy_metrics(network, test, test, validate, lightly, train)
     assert copies["fd"] == pytest.approx(0.0, abs=1e-3 * copies["fd_real"])
-    assert copies["fd_real"] > 0 and copies["fd_reconstructed"] == pytest.approx(copies["fd_real"])
-    blurred = tf.nn.avg_pool2d(tf.nn.avg_pool2d(validate, 4, 4, "VALID"), 1, 1, "VALID")
-    blurred = tf.image.resize(blurred, (64, 64), method="bilinear").numpy()  # a quarter of the resolution
-    scored, _ = anatomy_metrics(network, blurred, test, validate, blurred, train)
-    assert scored["fd"] > 2 * scored["fd_real"] and scored["fd_ratio_to_reconstructed"] == pytest.approx(1.0)
-    assert scored["reconstructed_position_confidence"] == pytest.approx(scored["position_confidence"])
-    assert scored["reconstructed_position_confidence"] < scored["real_position_confidence"]  # blur costs confidence
+    assert 0 < copies["fd_real"] < copies["fd_reconstructed"]  # each baseline from its own set
+    scored, _ = anatomy_metrics(network, heavily, test, validate, lightly, train)
+    assert scored["fd"] > 2 * scored["fd_real"]
+    assert scored["fd"] > scored["fd_reconstructed"] and scored["fd_ratio_to_reconstructed"] > 1  # more blur, farther
+    assert (scored["fd_real"], scored["fd_reconstructed"]) == pytest.approx((copies["fd_real"],
+                                                                             copies["fd_reconstructed"]))
+    assert scored["position_confidence"] < scored["real_position_confidence"]  # blur costs confidence
 
 
 def test_copies_of_training_slices_count_as_memorised_and_unseen_slices_do_not(slices, network):
@@ -62,17 +71,23 @@ def test_the_position_network_knows_positions_it_has_seen_and_reports_prediction
     assert 0 < metrics["position_confidence"] <= 1 and 0 < metrics["position_entropy_bits"] <= 5
 
 
-def test_a_judge_of_several_sets_gives_what_anatomy_metrics_gives_each(slices, network):
+def test_a_judge_of_several_sets_judges_each_alone_as_the_network_and_pairwise_ssim_see_it(slices, network):
     test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
-    blurred = tf.image.resize(tf.image.resize(validate, (16, 16)), (64, 64)).numpy()
-    judge = AnatomyJudge(network, test, validate, blurred, train)
-    for generated in (validate, train[:len(test)], blurred):
-        alone, alone_predicted = anatomy_metrics(network, generated, test, validate, blurred, train)
-        judged, predicted = judge(generated)
-        assert judged == pytest.approx(alone)
-        assert all(np.array_equal(predicted[name], alone_predicted[name]) for name in alone_predicted)
-    without, _ = judge(blurred, memorisation=False)
+    judge = AnatomyJudge(network, test, validate, blurred(validate, 2), train)
+    first, first_predicted = judge(validate)
+    for other in (train[:len(test)], blurred(validate, 4)):
+        judge(other)
+    again, again_predicted = judge(validate)  # nothing of the sets judged in between stays behind
+    assert again == pytest.approx(first)
+    assert all(np.array_equal(again_predicted[name], first_predicted[name]) for name in first_predicted)
+    judged = validate[:judge.count]
+    probabilities = tf.nn.softmax(network(judged, training=False)).numpy()  # (count, 32), the network's own output
+    np.testing.assert_array_equal(first_predicted["generated"], probabilities.argmax(axis=1))
+    assert first["position_confidence"] == pytest.approx(probabilities.max(axis=1).mean(), rel=1e-5)
+    nearest = pairwise_ssim(judged, train, region="brain").max(axis=1)
+    assert first["nearest_train_brain_ssim"] == pytest.approx(nearest.mean(), rel=1e-5)
+    without, _ = judge(validate, memorisation=False)
     assert "memorised_fraction" not in without
-    assert without == pytest.approx({key: value for key, value in alone.items() if key in without})
-    with pytest.raises(ValueError, match="at least 96 generated slices"):
+    assert without == pytest.approx({key: value for key, value in first.items() if key in without})
+    with pytest.raises(ValueError, match=f"at least {judge.count} generated slices"):
         judge(validate[:10])

@@ -49,7 +49,7 @@ REUSE = textwrap.dedent("""
 def exported(trained_run, tmp_path_factory):
     """The tiny run's VQ-VAE and conditional PixelCNN, and their SavedModel, written by the command line."""
     out = tmp_path_factory.mktemp("export") / "saved_model"
-    assert export.main([str(trained_run), "--out", str(out)]) == 0
+    assert export.main([str(trained_run), "--out", str(out), "--prior", "pixelcnn"]) == 0
     vqvae = keras.saving.load_model(RunFolder(trained_run).model_path)
     prior = keras.saving.load_model(RunFolder(trained_run).prior_path("pixelcnn"))
     return vqvae, prior, out
@@ -116,6 +116,14 @@ def test_predict_and_the_saved_model_give_the_same_slices_for_a_seed_whatever_th
         np.testing.assert_array_equal(pngs, np.round(sampled["images"].numpy()[..., 0] * 255))
 
 
+def test_export_without_prior_exports_the_prior_train_exported(trained_run, tmp_path, capsys):
+    """The tiny run trained its DCGAN last: train exported that, and so does export."""
+    assert RunFolder(trained_run).read_config().prior == "dcgan"
+    assert export.main([str(trained_run), "--out", str(tmp_path / "saved_model")]) == 0
+    assert "with a dcgan prior over its codes" in (tmp_path / "saved_model" / "README.md").read_text()
+    assert "with a dcgan prior over its codes" in (trained_run / "saved_model" / "README.md").read_text()
+
+
 def test_an_export_without_a_prior_has_no_sample_endpoint(trained_run, tmp_path):
     out = tmp_path / "autoencoder"
     assert export.main([str(trained_run), "--out", str(out), "--prior", "none"]) == 0
@@ -135,6 +143,25 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     assert f"model.sample(16, 0, 1.0, {exported[1].num_classes // 2})" in card
     assert f"(positions 0 to {exported[1].num_classes - 1})" in card
     assert "model.sample(16, 0, 1.0, -1)" in card  # the tiny run's prior has a null class: any position
+
+
+def test_the_model_cards_first_example_runs_as_written_and_the_one_liner_it_warns_of_fails(exported):
+    """In a fresh Python: the card's "Load it" code, then the one-liner, which TensorFlow cannot run (the loaded
+    object, freed at once, takes the variables with it). Should TensorFlow learn to, the warning can go."""
+    folder = exported[2]
+    card = (folder / "README.md").read_text()
+    example = card.split("## Load it")[1].split("```python\n")[1].split("```")[0]
+    one_liner = textwrap.dedent("""
+        try:
+            tf.saved_model.load("saved_model").sample(8, 0)
+        except AssertionError as error:
+            print(error)
+    """)
+    process = subprocess.run([sys.executable, "-c", example + one_liner], cwd=folder.parent, capture_output=True,
+                             text=True, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "Called a function referencing variables which have been deleted" in process.stdout
+    assert "`tf.saved_model.load(\"saved_model\").sample(8, 0)` in one expression fails" in card
 
 
 @pytest.mark.parametrize("call, message", [

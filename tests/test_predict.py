@@ -1,12 +1,15 @@
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import write_slices
 from keras_vqvae import predict
+from keras_vqvae.data import make_dataset, read_images
+from keras_vqvae.metrics.image import brain_ssim, psnr, ssim
 from keras_vqvae.training import RunFolder, TrainConfig
 
 
@@ -68,7 +71,18 @@ def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_s
     assert names == ["case_007_slice_0.nii.png", "case_007_slice_1.nii.png", "case_007_slice_2.nii.png",
                      "comparison.png", "metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["images"] == 3 and -1 <= metrics["ssim"] <= 1 and metrics["psnr"] > 0
+    assert metrics["images"] == 3
+    # the figures of the VQ-VAE's reconstructions, which it wrote (8-bit), against the originals at the model's size
+    originals = np.concatenate([batch.numpy() for batch in make_dataset(read_images(folder)[0], 32, 8)]) + 0.5
+    reconstructions = keras.saving.load_model(RunFolder(run).model_path).reconstruct(originals - 0.5).numpy() + 0.5
+    written = np.stack([np.asarray(Image.open(out / name)) for name in names[:3]])[..., None] / 255
+    np.testing.assert_allclose(written, reconstructions, atol=0.5 / 255 + 1e-6)
+    brain, has_brain = brain_ssim(originals, reconstructions)
+    assert has_brain.numpy().all()
+    assert metrics["ssim"] == pytest.approx(float(np.mean(ssim(originals, reconstructions))), rel=1e-4)
+    assert metrics["brain_ssim"] == pytest.approx(float(np.mean(brain)), rel=1e-4)
+    assert metrics["psnr"] == pytest.approx(float(np.mean(psnr(originals, reconstructions))), rel=1e-4)
+    assert metrics["brain_ssim"] != pytest.approx(metrics["ssim"], rel=1e-3)  # two figures, not one twice
 
 
 @pytest.mark.parametrize("arguments, message", [

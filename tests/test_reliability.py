@@ -159,16 +159,37 @@ def test_a_checkpoint_is_complete_under_its_name_or_absent(tmp_path, monkeypatch
     assert checkpoints.state()["epoch"] == 1 and checkpoints.load_model(checkpoints.state()) is not None
     monkeypatch.undo()
     checkpoints.save(model, 2, [{"loss": 1.0}, {"loss": 0.5}], {})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.keras", "epoch_002.keras", "state.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.keras", "epoch_002.keras", "state.json",
+                                                          "state_copy.json"]
 
 
-def test_a_damaged_state_file_is_named_before_any_work(vqvae_run, tmp_path, capsys):
+def test_a_damaged_state_file_is_replaced_by_its_copy_and_training_resumes(vqvae_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(vqvae_run, run)
+    state = run / "checkpoints" / "state.json"
+    before = json.loads(state.read_text())
+    truncate(state)
+    capsys.readouterr()
+    assert train.main([*TINY, "--stage", "vqvae", "--epochs", "3", "--run-dir", str(run), "--quiet"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if str(state) in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {state} was damaged (JSONDecodeError: ")
+    assert notes[0].endswith("replaced it with its copy state_copy.json, which records 2 finished epochs")
+    after = json.loads(state.read_text())
+    assert after["epoch"] == 3 and after["history"][:2] == before["history"]
+    assert json.loads((run / "checkpoints" / "state_copy.json").read_text()) == after
+
+
+@pytest.mark.parametrize("copy_damage, problem", [(truncate, "JSONDecodeError"), (Path.unlink, "FileNotFoundError")])
+def test_a_damaged_state_file_without_an_intact_copy_is_named_before_any_work(vqvae_run, tmp_path, capsys,
+                                                                              copy_damage, problem):
     run = tmp_path / "run"
     shutil.copytree(vqvae_run, run)
     state = run / "checkpoints" / "state.json"
     truncate(state)
+    copy_damage(run / "checkpoints" / "state_copy.json")  # or a run folder from before the copy was kept
     err = one_line_error(capsys, train.main, [*TINY, "--stage", "vqvae", "--epochs", "2", "--run-dir", str(run)])
     assert err.startswith(f"error: {state} is damaged (JSONDecodeError: ")
+    assert f"and its copy state_copy.json cannot replace it ({problem}: " in err
     assert err.endswith(f"restore it, or delete {run / 'checkpoints'} to train this stage again from the start\n")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import TINY, write_slices
 from keras_vqvae import train
@@ -39,8 +40,12 @@ def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
                  "checkpoints/state.json", "checkpoints/epoch_002.keras",
                  "codes.npz", "pixelcnn.keras", "pixelcnn_history.csv", "pixelcnn_checkpoints/epoch_002.keras",
                  "plots/pixelcnn_loss.png", "plots/pixelcnn_samples.png", "saved_model/saved_model.pb",
-                 "saved_model/README.md"):
+                 "saved_model/README.md", "position_network.keras", "plots/pixelcnn_positions.png",
+                 "plots/pixelcnn_by_position.png"):
         assert (run / name).is_file(), name
+    for picture in ("pixelcnn_positions.png", "pixelcnn_by_position.png"):
+        with Image.open(run / "plots" / picture) as image:
+            assert image.format == "PNG" and min(image.size) >= 300, picture
     assert "exported the VQ-VAE and the pixelcnn as a SavedModel" in out
     for stage in ("encoding every split into code maps", "evaluating vqvae on the test split",
                   "evaluating gated_pixelcnn on the test split", "comparing 4 generated slices"):
@@ -51,7 +56,15 @@ def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
     assert metrics["vqvae"]["epochs"] == 2 and metrics["vqvae"]["train_images_per_second"] > 0
     assert set(metrics["vqvae"]["test"]) >= {"ssim", "brain_ssim", "psnr", "codebook_usage", "perplexity", "loss"}
     assert metrics["pixelcnn"]["epochs"] == 2 and set(metrics["pixelcnn"]["test"]) == {"loss", "nll", "accuracy"}
-    assert set(metrics["pixelcnn"]["generation"]) >= set(GENERATION_METRICS)
+    generation = metrics["pixelcnn"]["generation"]
+    assert set(generation) >= set(GENERATION_METRICS)
+    # judged by the run's position network, on the 4 generated slices against as many real and reconstructed ones
+    assert generation["anatomy_slices"] == 4 and 0 < generation["fd_real"] and 0 < generation["fd_reconstructed"]
+    assert generation["fd_ratio_to_reconstructed"] == pytest.approx(generation["fd"] / generation["fd_reconstructed"])
+    for name in ("position_confidence", "real_position_confidence", "reconstructed_position_confidence"):
+        assert 1 / 32 <= generation[name] <= 1, name
+    assert 0 <= generation["position_entropy_bits"] <= 2  # at most log2 of 4 slices
+    assert keras.saving.load_model(run / "position_network.keras").num_positions == 32
     assert "synthetic" in metrics["data"]
     with np.load(run / "codes.npz") as codes:
         assert codes["train"].shape == (96, 8, 8) and codes["test"].shape == (32, 8, 8)
@@ -254,9 +267,8 @@ def test_bad_flags_on_the_command_line_exit_2_with_one_line():
     process = run_command("--epochs", "many")
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2 and out == ""
-    lines = [line for line in err.splitlines() if "keras_vqvae.train" in line]
-    assert lines == ["python -m keras_vqvae.train: error: argument --epochs: invalid int value: 'many' "
-                     "(see python -m keras_vqvae.train --help)"]
+    assert err.splitlines() == ["python -m keras_vqvae.train: error: argument --epochs: invalid int value: 'many' "
+                                "(see python -m keras_vqvae.train --help)"]  # and nothing of TensorFlow's start-up
 
 
 def test_the_judge_learns_extra_subjects_of_the_embedded_data_that_no_split_holds(tmp_path, subject_slices):

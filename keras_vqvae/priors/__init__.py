@@ -1,7 +1,7 @@
 """Priors over the VQ-VAE's code maps, and the samplers that draw new maps from them.
 
-codes -> prior -> sampler -> codes -> VQ-VAE decoder -> new images, with the prior a gated PixelCNN (drawn position
-by position) or a DCGAN (a whole latent map at once, snapped onto the codes). Each prior plugs in through a
+codes -> prior -> sampler -> codes -> VQ-VAE decoder -> new images, with the prior a gated PixelCNN or a causal
+transformer (each drawn position by position) or a DCGAN (a whole latent map at once, snapped onto the codes). Each prior plugs in through a
 `PriorKind` (see `keras_vqvae.priors.kind`), registered here, once.
 """
 

@@ -159,6 +159,5 @@ def _prior_fields(kind: PriorKind) -> list[tuple[str, type, dataclasses.Field]]:
 TrainConfig = dataclasses.make_dataclass(
     "TrainConfig", [field for kind in PRIOR_KINDS.values() for field in _prior_fields(kind)], bases=(RunSettings,),
     frozen=True, namespace={"__module__": __name__, "__doc__": (
-        "Everything that defines a training run: the VQ-VAE, then the priors over its codes. The defaults train on "
-        "the embedded synthetic data in about 28 minutes on 2 CPU cores, 13 for the VQ-VAE (test SSIM 0.972, brain "
-        "SSIM 0.927) and 15 for the PixelCNN prior (test NLL 2.24 bits/code): see the README's results.")})
+        "Everything that defines a training run: the VQ-VAE, then the priors over its codes. What the defaults reach "
+        "on the embedded synthetic data, and how long they take, is in the README's results and run time.")})

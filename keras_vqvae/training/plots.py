@@ -3,12 +3,27 @@ codebook's usage, and grids of slices. Images in grayscale without interpolation
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
 import matplotlib.colors
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: no backend is chosen, so a notebook's inline plots keep theirs
+
+TITLE_SIZE = 10  # points
+TITLE_CHARACTERS_PER_INCH = 12  # of a TITLE_SIZE title, a little under what fits, so that no line runs off the figure
+TITLE_LINE_HEIGHT = 0.2  # inches
+
+
+def _wrapped(title: str, width: float) -> str:
+    """`title` broken into lines that fit a figure `width` inches wide."""
+    return textwrap.fill(title, width=int(width * TITLE_CHARACTERS_PER_INCH))
+
+
+def _title_height(title: str) -> float:
+    """Inches to keep free above a grid for its wrapped `title` (none without one)."""
+    return 0.2 + TITLE_LINE_HEIGHT * (title.count("\n") + 1) if title else 0.0
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:
@@ -111,7 +126,8 @@ def plot_codebook_usage(codes: np.ndarray, num_embeddings: int, path: Path, titl
 def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> None:
     """Images (n, H, W) in [0, 255] or [0, 1] as a grid, grayscale, no interpolation."""
     rows = -(-len(images) // columns)
-    title_height = 0.4 if title else 0.0  # inches kept free above the grid for the title
+    title = _wrapped(title, 1.6 * columns)
+    title_height = _title_height(title)
     height = 1.6 * rows + title_height
     figure = Figure(figsize=(1.6 * columns, height))
     axes = figure.subplots(rows, columns, squeeze=False)
@@ -121,14 +137,15 @@ def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> 
     for axis, image in zip(axes.flat, images):
         axis.imshow(image, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
     if title:
-        figure.suptitle(title, fontsize=10)
+        figure.suptitle(title, fontsize=TITLE_SIZE)
     figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - title_height / height))
     figure.savefig(path, dpi=100)
 
 
 def plot_positions(generated: np.ndarray, real: np.ndarray, num_positions: int, path: Path, title: str = "") -> None:
     """Histograms of the slice positions (n,) a position network predicts for generated and for real slices."""
-    figure = Figure(figsize=(8, 3))
+    width = 8
+    figure = Figure(figsize=(width, 3))
     axis = figure.subplots()
     bins = np.arange(num_positions + 1) - 0.5
     axis.hist(real, bins=bins, alpha=0.5, label=f"real ({len(real)})", color="C0")
@@ -137,16 +154,20 @@ def plot_positions(generated: np.ndarray, real: np.ndarray, num_positions: int, 
     axis.set_ylabel("slices")
     axis.legend()
     axis.grid(alpha=0.3)
-    axis.set_title(title, fontsize=10)
+    axis.set_title(_wrapped(title, width), fontsize=TITLE_SIZE)  # tight_layout makes room for its lines
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
 
 def plot_by_position(real: np.ndarray, generated: list[np.ndarray], positions, path: Path, title: str = "") -> None:
-    """One row per slice position: a real slice (its first column, framed), then generated slices of that position.
-    real (rows, H, W, 1) and each of generated (k, H, W, 1) in [0, 1]; positions label the rows."""
-    columns = 1 + max(len(row) for row in generated)
-    height = 1.5 * len(real) + 0.6  # 0.6 inches for the title above the column labels
+    """One row per slice position: a real slice (its first column, framed), then generated slices of that position,
+    as many in every row as the row with the fewest has (a row without any says so). real (rows, H, W, 1) and each
+    of generated (k, H, W, 1) in [0, 1]; positions label the rows."""
+    per_row = min([len(drawn) for drawn in generated if len(drawn)], default=1)
+    columns = 1 + per_row
+    title = _wrapped(title, 1.5 * columns)
+    title_height = _title_height(title)
+    height = 1.5 * len(real) + 0.25 + title_height  # 0.25 inches for the column labels
     figure = Figure(figsize=(1.5 * columns, height))
     axes = figure.subplots(len(real), columns, squeeze=False)
     for row, (position, original, drawn) in enumerate(zip(positions, real, generated)):
@@ -159,15 +180,18 @@ def plot_by_position(real: np.ndarray, generated: list[np.ndarray], positions, p
                 for spine in axis.spines.values():
                     spine.set_color("C0")
                     spine.set_linewidth(2)
-            elif column - 1 < len(drawn):
+            elif len(drawn):
                 axis.imshow(drawn[column - 1][..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:
                 axis.axis("off")
+                if column == 1:
+                    axis.text(0.5, 0.5, "none generated\nof this position", ha="center", va="center", fontsize=8,
+                              transform=axis.transAxes)
     axes[0, 0].set_title("real", fontsize=8)
     for axis in axes[0, 1:]:
         axis.set_title("generated", fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / height))
+    figure.suptitle(title, fontsize=TITLE_SIZE)
+    figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - title_height / height))
     figure.savefig(path, dpi=100)
 
 

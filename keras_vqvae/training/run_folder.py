@@ -4,12 +4,13 @@ and write of it.
     config.json                        the run's TrainConfig
     checkpoints/epoch_NNN.keras        VQ-VAE and optimizer state after each of the last two finished epochs
     checkpoints/state.json             which checkpoint is current, the epoch count and the per-epoch history
+    checkpoints/state_copy.json        a second copy of it, which replaces it when it is damaged
     history.csv                        per-epoch training and validation metrics of the VQ-VAE
     vqvae.keras                        the trained VQ-VAE
     codes.npz                          its code maps of every split (the priors' data)
     position_network.keras             the slice-position network the generation metrics judge anatomy with
     PRIOR_checkpoints/, PRIOR_history.csv, PRIOR.keras
-                                       the same for each prior trained, PRIOR being its kind's name (pixelcnn, dcgan)
+                                       the same for each prior trained, PRIOR being its kind's name (pixelcnn, transformer, dcgan)
     logs/                              TensorBoard logs (vqvae/, and one folder per prior)
     metrics.json                       test metrics of each stage, generation metrics, training throughput
     plots/                             loss curves; originals beside reconstructions; PRIOR_samples.png
@@ -18,7 +19,8 @@ and write of it.
 
 Every file is written whole or not at all (to a temporary name, then renamed): a run killed at any moment, even with
 SIGKILL, loses at most the epoch in progress. A file damaged afterwards (a disk fault, a copy cut short) is named in a
-one-line error that says what to do, except a stage's newest checkpoint: training resumes from the one before it.
+one-line error that says what to do, except a stage's newest checkpoint (training resumes from the one before it)
+and its state file (its copy replaces it).
 """
 
 from __future__ import annotations
@@ -88,29 +90,46 @@ def _checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.keras"
 
 
+def _state_problem(path: Path) -> str | None:
+    """Why the state file `path` cannot be read ('FileNotFoundError: ...', 'JSONDecodeError: ...'), or None."""
+    try:
+        state = json.loads(path.read_text())
+        int(state["epoch"]), str(state["checkpoint"]), list(state["history"])
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 class CheckpointFolder:
     """A stage's checkpoints: `epoch_NNN.keras` after each finished epoch (the last two are kept, each written under
     a temporary name, then renamed), and `state.json`, replaced atomically, naming the newest with the epoch count,
-    the per-epoch history and the tag (what the model was trained from)."""
+    the per-epoch history and the tag (what the model was trained from), then its copy `state_copy.json`."""
 
     STATE_FILE = "state.json"
+    COPY_FILE = "state_copy.json"
     KEPT = 2  # the newest checkpoint, and the one before it in case the newest is damaged later
 
     def __init__(self, path: Path):
         self.path = path
 
     def recorded(self) -> dict | None:
-        """The state written after the last finished epoch, or None when no epoch has finished; an InputError
-        when the state file is damaged."""
-        path = self.path / self.STATE_FILE
-        if not path.exists():
+        """The state written after the last finished epoch, or None when no epoch has finished. A damaged state
+        file is replaced by its copy, saying so; an InputError when the copy cannot replace it."""
+        path, copy = self.path / self.STATE_FILE, self.path / self.COPY_FILE
+        if not path.exists() and not copy.exists():
             return None
-        try:
-            state = json.loads(path.read_text())
-            int(state["epoch"]), str(state["checkpoint"]), list(state["history"])
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise InputError(f"{path} is damaged ({type(error).__name__}: {error}): restore it, or delete {self.path} "
-                             f"to train this stage again from the start") from None
+        problem = _state_problem(path)
+        if problem is None:
+            return json.loads(path.read_text())
+        copy_problem = _state_problem(copy)
+        if copy_problem is not None:
+            raise InputError(f"{path} is damaged ({problem}) and its copy {copy.name} cannot replace it "
+                             f"({copy_problem}): restore it, or delete {self.path} to train this stage again from the "
+                             f"start")
+        write_atomically(path, copy.read_text())
+        state = json.loads(path.read_text())
+        print(f"note: {path} was damaged ({problem}): replaced it with its copy {copy.name}, which records "
+              f"{state['epoch']} finished epochs")
         return state
 
     def state(self) -> dict | None:
@@ -152,8 +171,9 @@ class CheckpointFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         name = _checkpoint_name(epoch)
         save_atomically(model, self.path / name)
-        write_atomically(self.path / self.STATE_FILE,
-                         json.dumps({"epoch": epoch, "checkpoint": name, **tag, "history": history}, indent=1))
+        state = json.dumps({"epoch": epoch, "checkpoint": name, **tag, "history": history}, indent=1)
+        for state_file in (self.STATE_FILE, self.COPY_FILE):
+            write_atomically(self.path / state_file, state)
         kept = {_checkpoint_name(epoch - back) for back in range(self.KEPT)}
         for old in self.path.glob("epoch_*.keras"):  # older ones, and what a killed save left under a temporary name
             if old.name not in kept:
@@ -209,7 +229,7 @@ class RunFolder:
         return self.path / "position_network.keras"
 
     def prior_path(self, prior: str) -> Path:
-        """The trained prior's file: pixelcnn.keras or dcgan.keras."""
+        """The trained prior's file, PRIOR.keras (pixelcnn.keras, transformer.keras, dcgan.keras)."""
         return self.path / f"{prior}.keras"
 
     def checkpoints(self, stage: str) -> CheckpointFolder:
@@ -241,8 +261,10 @@ class RunFolder:
         """The prior a SavedModel of this run samples with: the one trained last (config.json's `prior`), else another
         the folder holds, so long as it was trained on the VQ-VAE the folder holds now (see `outdated_priors`)."""
         current = [name for name in self.held_priors() if name not in self.outdated_priors()]
+        if not current:
+            return None
         last = self.read_config().prior
-        return last if last in current else next(iter(current), None)
+        return last if last in current else current[0]
 
     def outdated_priors(self) -> list[str]:
         """The held priors trained on the codes of a VQ-VAE that has since trained further."""
