@@ -1,3 +1,6 @@
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -95,6 +98,28 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path, ema_decay):
     for original, reloaded in zip(model.quantizer.weights, loaded.quantizer.weights):
         np.testing.assert_array_equal(original, reloaded)
     loaded.fit(x, batch_size=4, epochs=1, verbose=0)  # the optimizer state came along and training goes on
+
+
+def test_a_keras_file_from_before_the_discriminator_resumes_with_its_optimizer(tmp_path):
+    # Such files hold Keras' own compile configuration: the optimizer beside empty loss and metrics entries.
+    model = small_vqvae()
+    model.compile(optimizer="adam")
+    model.fit(images(8), batch_size=4, epochs=1, verbose=0)
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        for item in new.infolist():
+            content = new.read(item)
+            if item.filename == "config.json":
+                config = json.loads(content)
+                config["compile_config"].update(loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                                                run_eagerly=False, steps_per_execution=1, jit_compile=False)
+                content = json.dumps(config)
+            old.writestr(item, content)
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert loaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy() == 2
+    assert loaded.discriminator is None and loaded.discriminator_optimizer is None
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("make", [lambda: Encoder(8, 16, 1, 4), lambda: Decoder(8, 16, 1, 4),
