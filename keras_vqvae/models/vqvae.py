@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_vqvae.batching import apply_in_batches, slices_of
 from keras_vqvae.metrics import codebook, image
-from keras_vqvae.models.adversarial import PatchDiscriminator, hinge_losses
+from keras_vqvae.models.adversarial import PatchDiscriminator, adaptive_weight, hinge_losses
 from keras_vqvae.models.networks import Decoder, Encoder
 from keras_vqvae.models.optimization import minimize, step_logs
 from keras_vqvae.models.quantizer import VectorQuantizer
@@ -48,9 +48,14 @@ class VQVAE(keras.Model):
     with L_G the decoder's hinge term (`hinge_losses`), while the discriminator, with its own optimizer (`compile`'s
     `discriminator_optimizer`), minimises L_D on the same batch.
 
+    `adversarial_weight` is a fixed number, set by measurement: VQGAN's adaptive weight (eq. 7, the ratio of the
+    reconstruction and adversarial gradients at the decoder's last layer) comes out below 1e-2 here once the
+    reconstructions have nearly converged (docs/generation-experiments.md), too weak to change the decoder, so it
+    is only logged, as `adaptive_weight`, beside the weight in use.
+
     Tracked metrics: `loss`, `reconstruction_loss`, `vq_loss`, `perplexity`, `codebook_usage` (the last two over the
-    whole epoch), in training with a discriminator also `adversarial_loss` (L_G, whatever its weight) and
-    `discriminator_loss` (L_D), and in evaluation `ssim`, `psnr` and `brain_ssim` (see `keras_vqvae.metrics.image`)
+    whole epoch), in training with a discriminator also `adversarial_loss` (L_G, whatever its weight),
+    `discriminator_loss` (L_D) and `adaptive_weight`, and in evaluation `ssim`, `psnr` and `brain_ssim` (see `keras_vqvae.metrics.image`)
     on images mapped back to [0, 1].
 
     Reference:
@@ -77,7 +82,7 @@ class VQVAE(keras.Model):
             discriminator.build(self.encoder.input.shape)
         losses = ("loss", "reconstruction_loss", "vq_loss")
         if discriminator is not None:
-            losses += ("adversarial_loss", "discriminator_loss")
+            losses += ("adversarial_loss", "discriminator_loss", "adaptive_weight")
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in losses}
         self.code_metrics = [codebook.CodebookUsage(quantizer.num_embeddings),
                              codebook.Perplexity(quantizer.num_embeddings)]
@@ -140,6 +145,9 @@ class VQVAE(keras.Model):
         minimize(self.optimizer, losses["loss"], self.autoencoder_variables, tape)
         if self.discriminator is not None:
             minimize(self.discriminator_optimizer, discriminator_loss, self.discriminator.trainable_variables, tape)
+            last_layer = self.decoder.get_layer("to_images").kernel  # VQGAN's G_L
+            losses["adaptive_weight"] = adaptive_weight(tape.gradient(losses["reconstruction_loss"], last_layer),
+                                                        tape.gradient(losses["adversarial_loss"], last_layer))
             del tape
         self._track(losses, indices)
         return step_logs(m for m in self.metrics if m not in self.image_metrics.values())
