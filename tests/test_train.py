@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from conftest import TINY, write_slices
@@ -285,3 +286,24 @@ def test_the_judge_learns_extra_subjects_of_the_embedded_data_that_no_split_hold
     folder = write_slices(tmp_path / "slices", subject_slices, range(1, 11))
     own = load_slices(folder)
     assert judge_training_sets(dataclasses.replace(config, data=str(folder)), own) == [own.train]
+
+
+def test_a_run_with_the_adversarial_term_logs_its_losses_and_resumes_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    adversarial = ["--adversarial-weight", "0.1", "--adversarial-start", "1", "--discriminator-filters", "4"]
+    assert train.main([*TINY, *adversarial, "--epochs", "2", "--stage", "vqvae", "--run-dir", str(run)]) == 0
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"adversarial_loss", "discriminator_loss", "adaptive_weight"} <= set(header)
+    assert list((run / "logs" / "vqvae").rglob("events.out.tfevents.*"))
+    exported = tf.saved_model.load(str(run / "saved_model"))  # encode and decode, without the discriminator
+    assert exported.decode(exported.encode(np.zeros((1, 32, 32, 1), np.float32))).shape == (1, 32, 32, 1)
+    model = keras.saving.load_model(run / "vqvae.keras")
+    steps = model.optimizer.iterations.numpy()
+    assert model.adversarial_start == steps // 2 > 0  # epoch 1's steps: the term acted in the second epoch only
+    assert model.discriminator_optimizer.iterations.numpy() == steps
+    assert train.main([*TINY, "--epochs", "2", "--stage", "vqvae", "--run-dir", str(run)]) == 2  # settings changed
+    assert "--adversarial-weight 0.1 (now 0.0)" in capsys.readouterr().err
+    assert train.main([*TINY, *adversarial, "--epochs", "3", "--stage", "vqvae", "--run-dir", str(run)]) == 0
+    assert f"resuming {run / 'checkpoints'} after epoch 2" in capsys.readouterr().out
+    resumed = keras.saving.load_model(run / "vqvae.keras")
+    assert resumed.discriminator_optimizer.iterations.numpy() == resumed.optimizer.iterations.numpy() == steps * 3 // 2
