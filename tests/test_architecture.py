@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_vqvae"
 COMMANDS = {"keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.__main__",
             "keras_vqvae.data.__main__", "keras_vqvae.cli"}
 LAYERS = [  # each layer may import its own and the layers above it only
-    {"keras_vqvae.errors", "keras_vqvae.settings", "keras_vqvae.batching"},
+    {"keras_vqvae.startup", "keras_vqvae.errors", "keras_vqvae.settings", "keras_vqvae.batching"},
     {"keras_vqvae.data"},
     {"keras_vqvae.metrics"},
     {"keras_vqvae.models"},

@@ -4,9 +4,6 @@ its uncertainty with a blurred average.
 
 * `PatchDiscriminator` (Isola et al. 2017, "PatchGAN"): one real-or-decoded logit per overlapping patch.
 * `hinge_losses`: the hinge objective of the discriminator and the decoder (Lim & Ye 2017; VQGAN's choice).
-* `feature_matching_loss`: the distance between the discriminator's features of real and decoded slices (Salimans
-  et al. 2016, section 3.1; Wang et al. 2018, eq. 4): a feature loss from a network this run trains itself, as no
-  pretrained perceptual network can be downloaded.
 * `adaptive_weight`: VQGAN's eq. 7, the ratio of the reconstruction and adversarial gradients at the decoder's last
   layer, which balances the two terms whatever their scales.
 
@@ -15,8 +12,6 @@ References:
     P. Isola, J.-Y. Zhu, T. Zhou, A. A. Efros, "Image-to-Image Translation with Conditional Adversarial Networks",
     CVPR 2017.
     J. H. Lim, J. C. Ye, "Geometric GAN", arXiv:1705.02894, 2017.
-    T. Salimans et al., "Improved Techniques for Training GANs", NeurIPS 2016.
-    T.-C. Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with Conditional GANs", CVPR 2018.
 """
 
 from __future__ import annotations
@@ -69,7 +64,8 @@ class PatchDiscriminator(keras.Model):
         self.built = True
 
     def features(self, images, training=None) -> list:
-        """Each stage's output, (batch, H / 2^s, W / 2^s, F 2^(s-1)) for s = 1..stages, then the logits."""
+        """Each stage's output, (batch, H / 2^s, W / 2^s, F 2^(s-1)) for s = 1..stages, then the logits: the
+        features a feature-matching loss compares (docs/generation-experiments.md measured one)."""
         x, outputs = images, []
         for block in self.blocks:
             for layer in block:
@@ -96,13 +92,6 @@ def hinge_losses(real_logits, decoded_logits) -> tuple[tf.Tensor, tf.Tensor]:
     discriminator_loss = (tf.reduce_mean(tf.nn.relu(1.0 - real_logits))
                           + tf.reduce_mean(tf.nn.relu(1.0 + decoded_logits)))
     return discriminator_loss, -tf.reduce_mean(decoded_logits)
-
-
-def feature_matching_loss(real_features: list, decoded_features: list) -> tf.Tensor:
-    """Mean absolute difference of the discriminator's stage features (not its logits) between real slices and
-    their decodings, summed over stages (Wang et al. 2018, eq. 4): the real features are targets, not trained."""
-    return tf.add_n([tf.reduce_mean(tf.abs(tf.cast(tf.stop_gradient(real), tf.float32) - tf.cast(decoded, tf.float32)))
-                     for real, decoded in zip(real_features[:-1], decoded_features[:-1])])
 
 
 def adaptive_weight(reconstruction_gradient, adversarial_gradient) -> tf.Tensor:
