@@ -55,8 +55,8 @@ class VQVAE(keras.Model):
 
     Tracked metrics: `loss`, `reconstruction_loss`, `vq_loss`, `perplexity`, `codebook_usage` (the last two over the
     whole epoch), in training with a discriminator also `adversarial_loss` (L_G, whatever its weight),
-    `discriminator_loss` (L_D) and `adaptive_weight`, and in evaluation `ssim`, `psnr` and `brain_ssim` (see `keras_vqvae.metrics.image`)
-    on images mapped back to [0, 1].
+    `discriminator_loss` (L_D) and `adaptive_weight`, and in evaluation `ssim`, `psnr` and `brain_ssim` (see
+    `keras_vqvae.metrics.image`) on images mapped back to [0, 1].
 
     Reference:
         A. van den Oord, O. Vinyals, K. Kavukcuoglu, "Neural Discrete Representation Learning", NeurIPS 2017.
