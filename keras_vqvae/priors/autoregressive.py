@@ -87,6 +87,14 @@ class AutoregressivePrior(keras.Model):
         """log p(codes) in nats, (batch,): the sum over positions of each code's log-probability."""
         return tf.reduce_sum(self.distribution(codes, labels).log_prob(codes), axis=[1, 2])
 
+    def code_nll(self, codes, labels=None):
+        """-log2 p(code_p | codes before p, c) of each code, in bits, (batch, h, w) float32 (eq. 1's factors): how
+        unlikely the prior finds each code of a map. Its mean is the `nll` metric; anomaly detection scores codes by
+        it (`keras_vqvae.anomaly`)."""
+        codes = tf.cast(codes, tf.int32)
+        logits = tf.cast(self(codes, labels, training=False), tf.float32)  # (batch, h, w, K)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(codes, logits) / math.log(2.0)
+
     def _unpack(self, data):
         """codes, or (codes, labels) as `fit(x=codes, y=labels)` also passes them -> (codes, labels or None)."""
         codes, labels = data if isinstance(data, (tuple, list)) else (data, None)

@@ -32,7 +32,7 @@ from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
 from keras_vqvae.priors.autoregressive import unconditional_rate_option
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedPixelCNN, _gate
-from keras_vqvae.priors.sampler import Sampler
+from keras_vqvae.priors.sampler import Sampler, flat_given, kept_or_drawn
 from keras_vqvae.settings import at_least, check_settings, odd_at_least, option, positive
 
 
@@ -47,15 +47,18 @@ class ReferenceSampler(Sampler):
     """For each position in raster order, the whole network on the whole map, then one draw. Slow and simple."""
 
     name = "reference"
+    inpaints = True
 
-    def _draw(self, seeds, temperature, labels, advance):
+    def _draw(self, seeds, temperature, labels, advance, given=None):
         h, w = self.prior.grid_shape
         uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
+        given = flat_given(given)
         codes = tf.zeros((len(seeds), h, w), tf.int32)
         for position in range(h * w):
             row, column = divmod(position, w)
             logits = self.prior(codes, labels, training=False)[:, row, column]  # (batch, K)
-            codes = _set_codes(codes, position, draw_codes(logits, temperature, uniforms[:, position]))
+            drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
+            codes = _set_codes(codes, position, drawn)
             advance(len(seeds))
         return codes
 
@@ -68,28 +71,30 @@ class CompiledSampler(Sampler):
     """
 
     name = "compiled"
+    inpaints = True
 
     def __init__(self, prior: GatedPixelCNN):
         super().__init__(prior)
         self._sample_row = tf.function(self._row, reduce_retracing=True)
 
-    def _row(self, codes, row, uniforms, temperature, labels):
+    def _row(self, codes, row, uniforms, temperature, labels, given):
         w = self.prior.grid_shape[1]
 
         def draw_position(column, codes):
             logits = self.prior(codes, labels, training=False)[:, row, column]  # (batch, K)
             position = row * w + column
-            drawn = draw_codes(logits, temperature, uniforms[:, position])
+            drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
             return column + 1, _set_codes(codes, position, drawn)
 
         return tf.while_loop(lambda column, _: column < w, draw_position, (tf.constant(0), codes))[1]
 
-    def _draw(self, seeds, temperature, labels, advance):
+    def _draw(self, seeds, temperature, labels, advance, given=None):
         h, w = self.prior.grid_shape
         uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
+        given = flat_given(given)
         codes = tf.zeros((len(seeds), h, w), tf.int32)
         for row in range(h):
-            codes = self._sample_row(codes, tf.constant(row), uniforms, temperature, labels)
+            codes = self._sample_row(codes, tf.constant(row), uniforms, temperature, labels, given)
             advance(len(seeds) * w)
         return codes
 
@@ -106,17 +111,20 @@ class CachedSampler(Sampler):
     """
 
     name = "cached"
+    inpaints = True
 
     def __init__(self, prior: GatedPixelCNN):
         super().__init__(prior)
         self.draw = tf.function(self._codes)
 
-    def _codes(self, seeds, temperature, labels=None):
-        """Codes (batch, h, w) int32 of one batch: seeds (batch, 2), labels (batch,) int32 or None."""
+    def _codes(self, seeds, temperature, labels=None, given=None):
+        """Codes (batch, h, w) int32 of one batch: seeds (batch, 2), labels (batch,) int32 or None, given as `draw`
+        takes it."""
         prior = self.prior
         h, w = prior.grid_shape
         size = seeds.shape[0] or tf.shape(seeds)[0]  # known when traced for one batch size, else only when run
         uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
+        given = flat_given(given)
         f, n = prior.filters, prior.blocks[0].reach
         dtype = prior.code_embedding.compute_dtype
 
@@ -153,7 +161,7 @@ class CachedSampler(Sampler):
                     skips.append(skip)
                 logits = prior.output_head(horizontal + tf.add_n(skips))[:, 0, 0]  # (batch, K)
                 position = row * w + column
-                drawn = draw_codes(logits, temperature, uniforms[:, position])  # (batch,)
+                drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
                 embedded = prior.embed(drawn, position)[:, None, None]  # (batch, 1, 1, F)
                 return column + 1, _set_codes(codes, position, drawn), embedded, new_position_caches
 

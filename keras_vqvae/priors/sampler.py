@@ -4,6 +4,11 @@ A sample's codes depend on the seed and the sample's index only, never on how ma
 sample i of seed s takes its randomness from the stateless seed fold_in((s, 0), i) (`sample_seeds`). So `predict`
 drawing in batches of 8, `generate` drawing in batches of 64 and an exported SavedModel drawing all at once give the
 same slices for the same seed. `draw` is the graph function all of them call.
+
+A sampler that `inpaints` also draws around given codes: `draw(..., given=(codes, keep))` takes the given code
+wherever `keep` is true and draws every other position from the prior given the codes before it, kept or drawn
+(the healing step of anomaly detection, `keras_vqvae.anomaly`). The random numbers are the same as without `given`,
+so keeping nothing draws exactly what `draw` draws.
 """
 
 from __future__ import annotations
@@ -26,6 +31,25 @@ def sample_seeds(seed, first_index, count):
                      fn_output_signature=tf.TensorSpec((2,), tf.int32))
 
 
+def kept_or_drawn(drawn, given, position):
+    """The codes (batch,) at raster `position`: `drawn` (batch,), except where `given` = (codes (batch, h * w) int32,
+    keep (batch, h * w) bool) keeps its code there; `drawn` as it is when `given` is None."""
+    if given is None:
+        return drawn
+    codes, keep = given
+    return tf.where(keep[:, position], codes[:, position], drawn)
+
+
+def flat_given(given):
+    """`given` = (codes (batch, h, w), keep (batch, h, w)) as (codes (batch, h * w) int32, keep (batch, h * w) bool),
+    or None."""
+    if given is None:
+        return None
+    codes, keep = given
+    batch = tf.shape(codes)[0]
+    return tf.reshape(tf.cast(codes, tf.int32), (batch, -1)), tf.reshape(tf.cast(keep, tf.bool), (batch, -1))
+
+
 def sample_labels(num_samples, num_classes: int, condition=None):
     """Class labels (num_samples,) int32 of a conditional prior's samples: `condition` for every sample (the null
     class, label num_classes, for `ANY_POSITION`), or, with none, labels spread evenly over the num_classes classes
@@ -46,6 +70,7 @@ class Sampler:
     """
 
     name = ""
+    inpaints = False  # whether `draw` takes `given` codes to draw around
 
     def __init__(self, prior: keras.Model):
         self.prior = prior
@@ -60,17 +85,19 @@ class Sampler:
         """Whether the prior also draws maps of any class (condition `ANY_POSITION`)."""
         return getattr(self.prior, "has_null_class", False)
 
-    def draw(self, seeds, temperature, labels=None):
+    def draw(self, seeds, temperature, labels=None, given=None):
         """Codes (batch, h, w) int32 of one batch: seeds (batch, 2) int32 from `sample_seeds`, temperature a float
         scalar, labels (batch,) int32 or None. The graph function behind `sample` and the SavedModel's `sample`.
+        given: None, or, for a sampler that `inpaints`, (codes (batch, h, w) int, keep (batch, h, w) bool): the
+        codes to keep where `keep` is true; the rest are drawn given them.
 
         A sampler either sets `draw` to one graph function for the whole batch, or implements `_draw`, which
         reports progress as it goes."""
-        return self._draw(seeds, temperature, labels, lambda count: None)
+        return self._draw(seeds, temperature, labels, lambda count: None, given)
 
-    def _draw(self, seeds, temperature, labels, advance):
+    def _draw(self, seeds, temperature, labels, advance, given=None):
         """`draw`, calling `advance(k)` after drawing k codes (for progress); by default `draw` all at once."""
-        codes = self.draw(seeds, temperature, labels)
+        codes = self.draw(seeds, temperature, labels) if given is None else self.draw(seeds, temperature, labels, given)
         advance(int(np.prod(codes.shape)))
         return codes
 
