@@ -1,4 +1,5 @@
-"""`python -m keras_vqvae.data {verify,make-sample}`: check an OASIS copy, or write the embedded synthetic data."""
+"""`python -m keras_vqvae.data {verify,make-sample,make-lesions}`: check an OASIS copy, write the embedded synthetic
+data, or write a split of it with synthetic lesions and their masks."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from PIL import Image
 
 from keras_vqvae import cli
 from keras_vqvae.training import plots
+from keras_vqvae.data.lesions import LESION_KINDS, image_folder, mask_folder, write_lesions
 from keras_vqvae.data.manifest import verify_copy
-from keras_vqvae.data.synthetic import ANNOUNCEMENT, SubjectSplit, write_sample
+from keras_vqvae.data.synthetic import ANNOUNCEMENT, SPLITS, SubjectSplit, write_sample
 from keras_vqvae.priors.sampler import MAX_SEED
 
 
@@ -36,6 +38,21 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="TRAIN,VALIDATE,TEST",
                         help="virtual subjects per split (default: 48,8,8)")
     sample.add_argument("--seed", type=_seed, default=0, help="seed of the virtual subjects (default: 0)")
+    lesions = commands.add_parser("make-lesions", help="write one split of the embedded data with synthetic lesions "
+                                                       "inserted, and their masks (for python -m keras_vqvae.detect)")
+    lesions.add_argument("folder", help="a new or empty folder to write into")
+    lesions.add_argument("--kind", choices=list(LESION_KINDS), default="bright",
+                         help="; ".join(f"{kind.name}: {kind.description}" for kind in LESION_KINDS.values())
+                              + " (default: bright)")
+    lesions.add_argument("--split", choices=SPLITS, default="test", help="the split to insert lesions into (default: "
+                                                                        "test; validate, to tune on)")
+    lesions.add_argument("--lesion-rate", type=cli.finite_float, default=0.5,
+                         help="fraction of the slices that get lesions, in (0, 1] (default: 0.5)")
+    lesions.add_argument("--subjects", type=cli.argument_type(SubjectSplit.parse), default=SubjectSplit(),
+                         metavar="TRAIN,VALIDATE,TEST", help="virtual subjects per split, as for make-sample and the "
+                                                             "train command's --synthetic-subjects (default: 48,8,8)")
+    lesions.add_argument("--seed", type=_seed, default=0, help="seed of the virtual subjects and of the lesions, as "
+                                                               "the run's --seed (default: 0)")
     arguments = parser.parse_args(argv)
 
     if arguments.command == "verify":
@@ -46,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         ok = all(r.ok for r in needed)
         print("the copy matches the manifest" if ok else "the copy differs from the manifest: see the lines above")
         return 0 if ok else 1
+
+    if arguments.command == "make-lesions":
+        count, lesioned = write_lesions(arguments.folder, arguments.kind, arguments.split, arguments.subjects,
+                                        arguments.seed, arguments.lesion_rate)
+        root = Path(arguments.folder)
+        print(f"wrote {count} slices of the {arguments.split} split, {lesioned} of them with {arguments.kind} lesions, "
+              f"to {image_folder(root, arguments.split)} and their masks to {mask_folder(root, arguments.split)}. "
+              f"{ANNOUNCEMENT}")
+        return 0
 
     count = write_sample(arguments.folder, arguments.subjects, arguments.seed)
     root = Path(arguments.folder)
