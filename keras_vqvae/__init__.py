@@ -1,7 +1,8 @@
 """keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices, in TensorFlow / Keras 3.
 
 Pipeline: data -> Encoder -> VectorQuantizer -> Decoder, trained as one `VQVAE` model with `fit`; then
-codes -> prior (GatedPixelCNN, CodeTransformer or LatentDCGAN) -> its sampler -> Decoder, for new slices. Training
+codes -> prior (GatedPixelCNN, CodeTransformer or LatentDCGAN) -> its sampler -> Decoder, for new slices; and
+slices -> codes -> the prior's likelihood of each code -> healed slices -> `anomaly_maps`. Training
 runs, run folders and their configuration are in `keras_vqvae.training`; the SavedModel export in
 `keras_vqvae.savedmodel`.
 """
@@ -17,6 +18,7 @@ if keras.backend.backend() != "tensorflow":
     raise ImportError(f"keras_vqvae needs Keras' TensorFlow backend, but KERAS_BACKEND is "
                       f"{keras.backend.backend()!r}: set KERAS_BACKEND=tensorflow before importing it")
 
+from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, calibrate_threshold  # noqa: E402
 from keras_vqvae.data import (load_slices, make_code_dataset, make_dataset, pixel_variance, read_folder,  # noqa: E402
                               read_images, synthetic_slices)
 from keras_vqvae.errors import InputError  # noqa: E402
@@ -35,7 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "VectorQuantizer", "Encoder", "Decoder", "ResidualBlock", "VQVAE",
     "GatedPixelCNN", "ReferenceSampler", "CompiledSampler", "CachedSampler", "LatentDCGAN", "NoiseSampler",
-    "make_sampler", "generate", "DiversityMonitor",
+    "make_sampler", "generate", "DiversityMonitor", "anomaly_maps", "AnomalySettings", "calibrate_threshold",
     "load_slices", "read_folder", "read_images", "synthetic_slices", "make_dataset", "make_code_dataset",
     "pixel_variance",
     "ssim", "psnr", "brain_ssim", "pairwise_ssim", "pairwise_ms_ssim", "diversity_ms_ssim",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from keras_vqvae import cli
+from keras_vqvae.anomaly import detection_problem
 from keras_vqvae.priors import PRIOR_KINDS
 from keras_vqvae.savedmodel import export_run
 from keras_vqvae.training.run_folder import RunFolder
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         prior = None if arguments.prior == "none" else arguments.prior
     out = export_run(arguments.run_dir, arguments.out, prior)
-    endpoints = "encode, decode, reconstruct" + (", sample" if prior else "")
+    endpoints = "encode, decode, reconstruct" + (", sample" if prior else "") + (
+        ", anomaly" if prior and not detection_problem(PRIOR_KINDS[prior]) else "")
     print(f"wrote a SavedModel ({endpoints}, serving_default) and its model card README.md to {out}")
     return 0
 

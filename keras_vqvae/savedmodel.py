@@ -16,6 +16,14 @@ Endpoints of the SavedModel, for a model of S x S images and h x w code maps wit
                             it. `condition`, for a prior conditioned on slice positions: the position of every
                             slice, or -1 for any position (a prior trained with a null class); without it the
                             slices spread evenly over the positions
+    anomaly(images[, seed[, positions]])
+                            images as encode takes them, an int32 scalar (default 0), int32 (batch,) slice positions
+                            for a prior conditioned on them (-1 or left out: any position) -> {"maps": (batch, S, S)
+                            float32 anomaly maps, "scores": (batch,), "nll": (batch, h, w) bits per code, "healed":
+                            (batch, D, S, S, 1) in [0, 1], "residual_maps": (batch, S, S) the plain reconstruction
+                            residual}; with the run's calibrated threshold, the maps `keras_vqvae.anomaly_maps` and
+                            `python -m keras_vqvae.detect` give for the same seed (only with a prior that scores
+                            codes: the PixelCNN or the transformer)
 
 Load it with `model = tf.saved_model.load(DIR)` and call, e.g., `model.sample(16, 0)["images"]`, keeping `model`
 while its endpoints are used (TensorFlow frees the variables with the loaded object). Bad inputs stop with an error
@@ -34,14 +42,18 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, detection_problem
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.models.vqvae import VQVAE
-from keras_vqvae.priors import Sampler, make_sampler
+from keras_vqvae.priors import PRIOR_KINDS, Sampler, kind_of, make_sampler
 from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
 from keras_vqvae.settings import flag, shown
 from keras_vqvae.training.config import TrainConfig
+from keras_vqvae.training.pipeline import anomaly_calibration
 from keras_vqvae.training.run_folder import RunFolder
+
+ANOMALY_OUTPUTS = ("maps", "scores", "nll", "healed", "residual_maps")
 
 ONE_LINER_WARNING = ("Keep the loaded object in a variable, as below: TensorFlow frees the model's variables with it, "
                      "so `tf.saved_model.load(\"saved_model\").sample(8, 0)` in one expression fails with \"Called a "
@@ -64,11 +76,13 @@ def _checked(value, *checks):
 class _Endpoints:
     """The graphs behind the endpoints, for one VQ-VAE of `image_size` images and an optional prior."""
 
-    def __init__(self, vqvae: VQVAE, image_size: int, prior: keras.Model | None):
+    def __init__(self, vqvae: VQVAE, image_size: int, prior: keras.Model | None, anomaly_threshold: float | None):
         self.vqvae, self.image_size = vqvae, image_size
         self.grid_shape = (image_size // vqvae.encoder.downsampling,) * 2
         self.num_embeddings = vqvae.quantizer.num_embeddings
         self.sampler = None if prior is None else make_sampler(None, prior)
+        self.detector = None if anomaly_threshold is None else AnomalyDetector(vqvae, prior, anomaly_threshold,
+                                                                               AnomalySettings())
 
     def model_images(self, images):
         """(batch, S, S, 1) uint8 0..255 or float32 0..1, checked -> float32 in the model's [-0.5, 0.5]."""
@@ -118,6 +132,24 @@ class _Endpoints:
         indices = self.sampler.draw(sample_seeds(seed, 0, num_samples), temperature, labels)
         return {"images": self.vqvae.decode(indices) + 0.5, "indices": indices}
 
+    def anomaly(self, images, seed=None, positions=None):
+        seed = AnomalySettings().seed if seed is None else seed
+        seed = _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
+        images = self.model_images(images) + 0.5  # (batch, S, S, 1) in [0, 1]
+        classes = self.sampler.num_classes
+        if classes and positions is not None:
+            lowest = ANY_POSITION if self.sampler.has_null_class else 0
+            in_range = (f"positions must lie in [{lowest}, {classes}): the slice positions this prior knows"
+                        + (f", or {ANY_POSITION} for any position" if lowest < 0 else ""))
+            positions = tf.ensure_shape(positions, (None,), name="expected_positions_of_shape_batch")
+            positions = _checked(positions,
+                                 lambda p: tf.debugging.assert_greater_equal(p, lowest, message=in_range),
+                                 lambda p: tf.debugging.assert_less(p, classes, message=in_range),
+                                 lambda p: tf.debugging.assert_equal(tf.size(p), tf.shape(images)[0],
+                                                                     message="give one position per image"))
+        result = self.detector.detect(images, seed, 0, positions)
+        return {name: result[name] for name in ANOMALY_OUTPUTS}
+
 
 def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
     """`function` as a tf.function traced once for each signature (a list of specs): the SavedModel keeps them all,
@@ -128,9 +160,11 @@ def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
     return traced
 
 
-def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = None):
-    """A `keras.export.ExportArchive` with the endpoints this module describes (`sample` only with a prior)."""
-    endpoints = _Endpoints(vqvae, image_size, prior)
+def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = None,
+                  anomaly_threshold: float | None = None):
+    """A `keras.export.ExportArchive` with the endpoints this module describes (`sample` only with a prior,
+    `anomaly` only with the threshold, in bits per code, of a prior that can score codes)."""
+    endpoints = _Endpoints(vqvae, image_size, prior, anomaly_threshold)
     archive = keras.export.ExportArchive()
     # The first signature traced is the one TF Serving sees (float images; every sample argument); Python calls get
     # all of them. Rank and size are checked in the graph.
@@ -145,6 +179,12 @@ def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = Non
         optional = 2 if endpoints.sampler.num_classes else 1  # temperature, and condition for a conditional prior
         signatures = [arguments[:2 + n] for n in reversed(range(optional + 1))]  # the longest first
         archive.add_endpoint("sample", _traced(endpoints.sample, signatures))
+    if anomaly_threshold is not None:
+        sampler = endpoints.sampler
+        extra = [_scalar(tf.int32), tf.TensorSpec((None,), tf.int32)][:2 if sampler.num_classes else 1]
+        fewest = 2 if sampler.num_classes and not sampler.has_null_class else 0  # positions needed: no 'any'
+        archive.add_endpoint("anomaly", _traced(endpoints.anomaly, [
+            [image_spec, *extra[:n]] for n in reversed(range(fewest, len(extra) + 1)) for [image_spec] in images]))
     return archive
 
 
@@ -160,7 +200,10 @@ def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -
     if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
         raise InputError(f"{out} exists and holds something other than a SavedModel: give a new or empty --out")
     config, vqvae, model = run.load(prior)
-    archive = build_archive(vqvae, config.image_size, model)
+    threshold = None
+    if model is not None and detection_problem(kind_of(model)) is None:
+        threshold = anomaly_calibration(run, prior, model, vqvae, AnomalySettings().percentile)["threshold"]
+    archive = build_archive(vqvae, config.image_size, model, threshold)
     temporary = out.with_name(out.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(str(temporary), verbose=False)
@@ -193,6 +236,10 @@ def model_card(run: RunFolder, config: TrainConfig, prior: str | None, sampler: 
                           f"(positions 0 to {sampler.num_classes - 1})")
         if sampler.has_null_class:
             conditions.append("any_level = model.sample(16, 0, 1.0, -1)[\"images\"]  # 16 slices of any position")
+    any_position = sampler is not None and (not sampler.num_classes or sampler.has_null_class)
+    if prior and detection_problem(PRIOR_KINDS[prior]) is None and any_position:
+        conditions.append("maps = model.anomaly(images)[\"maps\"]  # anomaly maps (16, S, S) of any slices, here "
+                          "the samples")
     made_with = dataclasses.replace(config, prior=prior) if prior else config
     train_command = f"python -m keras_vqvae.train {train_flags(made_with)}".rstrip()
     export_command = f"python -m keras_vqvae.export {run.path} --out saved_model --prior {prior or 'none'}"

@@ -1,5 +1,5 @@
-"""The package's layout is its architecture: imports run one way, data -> metrics -> models -> priors -> training ->
-export -> commands, with no cycles, and no library module imports a command."""
+"""The package's layout is its architecture: imports run one way, data -> metrics -> models -> priors -> anomaly ->
+training -> export -> commands, with no cycles, and no library module imports a command."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_vqvae"
-COMMANDS = {"keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.__main__",
-            "keras_vqvae.data.__main__", "keras_vqvae.cli"}
+COMMANDS = {"keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.detect",
+            "keras_vqvae.__main__", "keras_vqvae.data.__main__", "keras_vqvae.cli"}
 LAYERS = [  # each layer may import its own and the layers above it only
     {"keras_vqvae.startup", "keras_vqvae.errors", "keras_vqvae.settings", "keras_vqvae.batching"},
     {"keras_vqvae.data"},
     {"keras_vqvae.metrics"},
     {"keras_vqvae.models"},
     {"keras_vqvae.priors"},
+    {"keras_vqvae.anomaly"},
     {"keras_vqvae.training"},
     {"keras_vqvae.savedmodel"},
 ]

@@ -143,6 +143,7 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     assert f"model.sample(16, 0, 1.0, {exported[1].num_classes // 2})" in card
     assert f"(positions 0 to {exported[1].num_classes - 1})" in card
     assert "model.sample(16, 0, 1.0, -1)" in card  # the tiny run's prior has a null class: any position
+    assert 'model.anomaly(images)["maps"]' in card  # the PixelCNN scores codes
 
 
 def test_the_model_cards_first_example_runs_as_written_and_the_one_liner_it_warns_of_fails(exported):
@@ -177,6 +178,12 @@ def test_the_model_cards_first_example_runs_as_written_and_the_one_liner_it_warn
                                         "or -1 for any position"),
     (lambda m: m.sample(2, 1, 1.0, -2), "condition must lie in [-1, 32)"),
     (lambda m: m.sample(2, 1, -1.0), "temperature must be positive"),
+    (lambda m: m.anomaly(np.zeros((2, SIZE, SIZE, 1), np.float32), 0, np.array([3, 32], np.int32)),
+     "positions must lie in [-1, 32): the slice positions this prior knows, or -1 for any position"),
+    (lambda m: m.anomaly(np.zeros((2, SIZE, SIZE, 1), np.float32), 0, np.array([3], np.int32)),
+     "give one position per image"),
+    (lambda m: m.anomaly(np.zeros((2, SIZE, SIZE, 1), np.float32), -1), "seed must lie in [0, 2147483647]"),
+    (lambda m: m.anomaly(np.zeros((1, 16, 16, 1), np.float32)), "expected_images_of_shape_batch_32_32_1"),
 ])
 def test_bad_inputs_to_the_endpoints_say_what_was_expected(exported, call, message):
     model = tf.saved_model.load(str(exported[2]))

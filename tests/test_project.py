@@ -37,6 +37,6 @@ def test_the_wheel_carries_the_template_its_notice_and_the_manifest(tmp_path):
 def test_the_package_guide_names_every_command():
     guide = subprocess.run([sys.executable, "-m", "keras_vqvae"], capture_output=True, text=True, cwd=REPO,
                            check=True).stdout
-    for command in ("keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.data verify",
-                    "keras_vqvae.data make-sample"):
+    for command in ("keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.detect",
+                    "keras_vqvae.data verify", "keras_vqvae.data make-sample", "keras_vqvae.data make-lesions"):
         assert f"python -m {command}" in guide

@@ -29,8 +29,10 @@ COMMANDS = {  # as shown in docs/commands.md -> (module, arguments)
     "python3 -m keras_vqvae.train --help": ("keras_vqvae.train", ["--help"]),
     "python3 -m keras_vqvae.predict --help": ("keras_vqvae.predict", ["--help"]),
     "python3 -m keras_vqvae.export --help": ("keras_vqvae.export", ["--help"]),
+    "python3 -m keras_vqvae.detect --help": ("keras_vqvae.detect", ["--help"]),
     "python3 -m keras_vqvae.data verify --help": ("keras_vqvae.data.__main__", ["verify", "--help"]),
     "python3 -m keras_vqvae.data make-sample --help": ("keras_vqvae.data.__main__", ["make-sample", "--help"]),
+    "python3 -m keras_vqvae.data make-lesions --help": ("keras_vqvae.data.__main__", ["make-lesions", "--help"]),
 }
 BLOCK = re.compile(r"<!-- help: (?P<command>.+?) -->\n```text\n(?P<text>.*?)```\n", re.DOTALL)
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")  # [text](target) and ![alt](target)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from keras_vqvae.data import synthetic
-from keras_vqvae.errors import InputError
+from keras_vqvae.errors import InputError, folder_to_write
 
 RADIUS_RANGE = (2.0, 14.0)  # pixels at 256 x 256
 MARGIN = 4  # pixels between a lesion's centre and the background
@@ -132,7 +132,7 @@ def write_lesions(root: str | Path, kind: str, split: str = "test",
         raise InputError(f"unknown split {split!r}: choose one of {', '.join(synthetic.SPLITS)}")
     if not 0 < lesion_rate <= 1:
         raise InputError(f"the lesion rate must be in (0, 1], got {lesion_rate}")
-    root = Path(root).expanduser()
+    root = folder_to_write(root, "FOLDER")
     folders = image_folder(root, split), mask_folder(root, split)
     existing = [str(folder) for folder in folders if folder.exists()]
     if existing:

@@ -15,6 +15,7 @@ import time
 import keras
 import numpy as np
 
+from keras_vqvae.anomaly import AnomalySettings, calibrate_threshold, detection_problem
 from keras_vqvae.batching import apply_in_batches
 from keras_vqvae.data import (SliceSet, SubjectSplit, extra_synthetic_slices, load_slices, make_code_dataset,
                               make_dataset, pixel_variance)
@@ -248,6 +249,10 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     run.write_history(kind.name, history)
     results = {**_timing(history, len(codes["train"]), "maps"),
                **_evaluate(model, {split: dataset(split) for split in ("validate", "test")}, verbose)}
+    if detection_problem(kind) is None:
+        calibration = calibrate_threshold(model, codes["validate"], labels["validate"], AnomalySettings().percentile)
+        run.write_anomaly_calibration(kind.name, calibration)
+        results["anomaly_threshold"] = calibration["threshold"]
 
     started = time.perf_counter()
     generated, _ = generate(vqvae, model, config.num_generated, seed=config.seed, temperature=config.temperature,
@@ -269,6 +274,27 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     plots.plot_prior_run(kind.name, kind.fit_summary(results["test"]), history, generated[spread],
                          results["generation"], run.plots)
     return results
+
+
+def anomaly_calibration(run: RunFolder, prior_name: str, prior: keras.Model, vqvae: VQVAE, percentile: float,
+                        verbose: int | str = "auto") -> dict:
+    """The anomaly calibration of the run's prior `prior_name` at `percentile` (see
+    `keras_vqvae.anomaly.calibrate_threshold`): the one `train` kept in PRIOR_anomaly.json when it is of that
+    percentile, else calibrated now on the validation slices' code maps, with their positions when the prior is
+    conditioned on them, and kept there."""
+    calibration = run.read_anomaly_calibration(prior_name)
+    if calibration is not None and calibration["percentile"] == percentile:
+        return calibration
+    config = run.read_config()
+    if verbose:
+        print(f"calibrating the anomaly threshold on the run's validation slices (kept in "
+              f"{run.anomaly_path(prior_name)})")
+    slices = load_slices(config.data, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
+    codes = _code_maps(config, run, slices, vqvae, run.checkpoints(VQVAE_STAGE).epochs(), verbose)["validate"]
+    positions = np.array(slices.validate.slice_numbers) if getattr(prior, "num_classes", 0) else None
+    calibration = calibrate_threshold(prior, codes, positions, percentile)
+    run.write_anomaly_calibration(prior_name, calibration)
+    return calibration
 
 
 def _position_network(config: TrainConfig, run: RunFolder, slices, images: dict,

@@ -222,3 +222,77 @@ def plot_prior_run(name: str, fit_summary: str, history, generated: np.ndarray, 
              f"MS-SSIM diversity {generation['diversity_ms_ssim']:.2f} "
              f"(real {generation['real_diversity_ms_ssim']:.2f})")
     plot_grid(generated[..., 0], folder / f"{name}_samples.png", columns=8, title=title)
+
+
+def _overlay(axis, image: np.ndarray, anomaly: np.ndarray, vmax: float):
+    """A slice (H, W) in [0, 1] in grey, its anomaly map (H, W) over it in colour, clear where the map is 0."""
+    axis.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    shown = np.ma.masked_where(anomaly <= 0.02 * vmax, anomaly)
+    return axis.imshow(shown, cmap="inferno", vmin=0, vmax=vmax, alpha=0.75, interpolation="nearest")
+
+
+def plot_anomaly_overlay(image: np.ndarray, anomaly: np.ndarray, vmax: float, path: Path, title: str = "") -> None:
+    """One slice (H, W) in [0, 1] with its anomaly map (H, W) in colour on the scale 0..vmax, and a colour bar."""
+    title = _wrapped(title, 4.0)
+    figure = Figure(figsize=(4.0, 3.4 + _title_height(title)))
+    axis = figure.subplots()
+    axis.axis("off")
+    colours = _overlay(axis, image, anomaly, vmax)
+    figure.colorbar(colours, ax=axis, fraction=0.046, pad=0.02, label="anomaly (mean |slice - healed|)")
+    axis.set_title(title, fontsize=8)
+    figure.tight_layout(pad=0.3)
+    figure.savefig(path, dpi=100)
+
+
+def plot_anomaly_panels(columns: dict[str, np.ndarray], row_labels: list[str], path: Path, title: str = "") -> None:
+    """Rows of slices side by side: `columns` maps a column's title to its images (rows, H, W). Columns whose
+    title ends in 'slice' or 'mask' are shown in grey on [0, 1]; the others (anomaly maps) in colour on one scale per
+    column, with a colour bar under it."""
+    rows, count = len(row_labels), len(columns)
+    title = _wrapped(title, 2.0 * count)
+    figure = Figure(figsize=(2.0 * count, 2.0 * rows + 0.9 + _title_height(title)), layout="constrained")
+    axes = figure.subplots(rows, count, squeeze=False)
+    for column, (name, images) in enumerate(columns.items()):
+        grey = name.endswith(("slice", "mask"))
+        vmax = 1.0 if grey else max(float(np.percentile(images, 99.9)), 1e-6)
+        for row in range(rows):
+            axis = axes[row, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            shown = axis.imshow(images[row], cmap="gray" if grey else "inferno", vmin=0, vmax=vmax,
+                                interpolation="nearest")
+            if column == 0:
+                axis.set_ylabel(row_labels[row], fontsize=7)
+        axes[0, column].set_title(name, fontsize=8)
+        if not grey:
+            figure.colorbar(shown, ax=axes[:, column].tolist(), location="bottom", shrink=0.8, aspect=15)
+    figure.suptitle(title, fontsize=TITLE_SIZE)
+    figure.savefig(path, dpi=100)
+
+
+def plot_anomaly_summary(images: np.ndarray, maps: np.ndarray, scores: np.ndarray, names: list[str], vmax: float,
+                         path: Path, title: str = "") -> None:
+    """The slices (n, H, W) of the highest scores with their anomaly maps (n, H, W), and every slice's score."""
+    shown = np.argsort(-scores, kind="stable")[:8]
+    columns = 4
+    rows = -(-len(shown) // columns)
+    title = _wrapped(title, 2.0 * columns)
+    title_height = _title_height(title)
+    height = 2.2 * rows + 2.4 + title_height
+    figure = Figure(figsize=(2.0 * columns + 0.6, height))
+    grid = figure.add_gridspec(rows + 1, columns, height_ratios=[2.2] * rows + [2.0])
+    colours = None
+    for place, index in enumerate(shown):
+        axis = figure.add_subplot(grid[place // columns, place % columns])
+        axis.axis("off")
+        colours = _overlay(axis, images[index], maps[index], vmax)
+        axis.set_title(f"{names[index]}\nscore {scores[index]:.3g}", fontsize=7)
+    if colours is not None:
+        figure.colorbar(colours, ax=figure.axes, fraction=0.02, pad=0.01)
+    histogram = figure.add_subplot(grid[rows, :])
+    histogram.hist(scores, bins=min(40, max(5, len(scores) // 4)), color="C0")
+    histogram.set_xlabel("slice score (mean of the anomaly map's top 1% inside the brain)")
+    histogram.set_ylabel("slices")
+    histogram.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=TITLE_SIZE)
+    figure.savefig(path, dpi=100)

@@ -11,6 +11,8 @@ and write of it.
     position_network.keras             the slice-position network the generation metrics judge anatomy with
     PRIOR_checkpoints/, PRIOR_history.csv, PRIOR.keras
                                        the same for each prior trained, PRIOR being its kind's name (pixelcnn, transformer, dcgan)
+    PRIOR_anomaly.json                 the prior's anomaly threshold, calibrated on the validation slices (priors
+                                       that score codes; see keras_vqvae.anomaly)
     logs/                              TensorBoard logs (vqvae/, and one folder per prior)
     metrics.json                       test metrics of each stage, generation metrics, training throughput
     plots/                             loss curves; originals beside reconstructions; PRIOR_samples.png
@@ -232,6 +234,10 @@ class RunFolder:
         """The trained prior's file, PRIOR.keras (pixelcnn.keras, transformer.keras, dcgan.keras)."""
         return self.path / f"{prior}.keras"
 
+    def anomaly_path(self, prior: str) -> Path:
+        """The prior's anomaly calibration, PRIOR_anomaly.json."""
+        return self.path / f"{prior}_anomaly.json"
+
     def checkpoints(self, stage: str) -> CheckpointFolder:
         """The checkpoints of stage 'vqvae' or of a prior, by its name."""
         return CheckpointFolder(self.path / ("checkpoints" if stage == VQVAE_STAGE else f"{stage}_checkpoints"))
@@ -303,6 +309,19 @@ class RunFolder:
 
     def write_metrics(self, results: dict) -> None:
         write_atomically(self.path / self.METRICS_FILE, json.dumps(results, indent=2) + "\n")
+
+    def read_anomaly_calibration(self, prior: str) -> dict | None:
+        """The prior's anomaly calibration (see `keras_vqvae.anomaly.calibrate_threshold`), or None when there is
+        none or it is damaged (it is calibrated again: it depends on the run's models and validation slices only)."""
+        try:
+            calibration = json.loads(self.anomaly_path(prior).read_text())
+            float(calibration["threshold"]), float(calibration["percentile"])
+            return calibration
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def write_anomaly_calibration(self, prior: str, calibration: dict) -> None:
+        write_atomically(self.anomaly_path(prior), json.dumps(calibration, indent=2) + "\n")
 
     def write_history(self, stage: str, history: list[dict[str, float]]) -> None:
         """The per-epoch history of a stage as CSV, one row per epoch."""

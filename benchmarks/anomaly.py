@@ -1,0 +1,155 @@
+"""How well a run's anomaly maps find synthetic lesions, against the plain reconstruction residual, as JSON.
+
+    python benchmarks/anomaly.py --run-dir RUN                            # the test split, bright and dark lesions
+    python benchmarks/anomaly.py --run-dir RUN --split validate           # the split to tune settings on
+    python benchmarks/anomaly.py --run-dir RUN --figure docs/anomaly_maps.png
+
+For each kind of lesion (`keras_vqvae.data.lesions`), the run's split of the embedded data gets lesions on half its
+slices (seeded by the run's seed) and is examined as `python -m keras_vqvae.detect` examines it: the maps at the
+model's size, brought back to 256 x 256, measured against the masks over all pixels of the split
+(`keras_vqvae.metrics.detection`). Three maps are measured:
+
+* `healed`: the package's anomaly maps, the residual of the prior-healed slices where codes were redrawn;
+* `healed_everywhere`: the same residual over the whole (eroded) brain, not only where codes were redrawn (what
+  limiting it to redrawn codes adds);
+* `reconstruction`: the plain residual |x - reconstruction|, masked and smoothed alike: the baseline.
+
+Slice AUROC is given for the maps' own score (the mean of their top 1% inside the brain) and for two summaries of
+the per-code NLL: the slice's total, and its excess over the threshold (sum of max(nll - threshold, 0)).
+
+`healthy` examines the same split without lesions: brain SSIM of the healed slices (each draw) against that of the
+plain reconstructions (healing must not redraw healthy anatomy), and the share of codes redrawn. `seconds_per_slice`
+times the examination of the lesioned slices after a first batch has been traced. Nothing is trained; the threshold
+is the run's calibration at --percentile (calibrated on the healthy validation slices when the run has none).
+Progress goes to stderr and the JSON alone to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+import hardware
+from keras_vqvae import cli
+from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, eroded_brain, smooth, to_input_size
+from keras_vqvae.data import SubjectSplit, SliceSet, make_dataset
+from keras_vqvae.data.lesions import LESION_KINDS, lesioned_arrays
+from keras_vqvae.metrics.detection import auroc, detection_metrics
+from keras_vqvae.metrics.image import brain_ssim
+from keras_vqvae.training import RunFolder, plots
+from keras_vqvae.training.pipeline import anomaly_calibration
+
+FIGURE_ROWS = 3  # lesioned slices per kind in the figure
+
+
+def model_images(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 slices (N, 256, 256) as the pipeline feeds them to the model: (N, S, S, 1) float32 in [0, 1]."""
+    slices = SliceSet("lesioned", tuple("0" * len(pixels)), tuple(range(len(pixels))), pixels=pixels)
+    return np.concatenate([batch.numpy() for batch in make_dataset(slices, image_size, 64)]) + 0.5
+
+
+def rounded(metrics: dict) -> dict:
+    return {key: round(value, 4) for key, value in metrics.items()}
+
+
+def examine(vqvae, prior, images, positions, threshold, settings, batch_size):
+    """anomaly_maps, with its seconds per slice once traced (the first batch is traced and not timed)."""
+    anomaly_maps(vqvae, prior, images[:batch_size], threshold, positions[:batch_size], settings, batch_size)
+    started = time.perf_counter()
+    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, batch_size, verbose=2)
+    return result, (time.perf_counter() - started) / len(images)
+
+
+@cli.main_with_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/anomaly.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True, help="a run folder with a trained VQ-VAE and PixelCNN or "
+                                                         "transformer prior, trained on the embedded data")
+    parser.add_argument("--prior", default="pixelcnn", choices=["pixelcnn", "transformer"],
+                        help="the run's prior (default: pixelcnn)")
+    parser.add_argument("--split", default="test", choices=["validate", "test"],
+                        help="the split to insert lesions into (default: test)")
+    parser.add_argument("--kinds", nargs="+", default=list(LESION_KINDS), choices=list(LESION_KINDS),
+                        help="kinds of lesion (default: all)")
+    parser.add_argument("--percentile", type=float, default=AnomalySettings().percentile,
+                        help="the calibration percentile of the threshold (default: the package's)")
+    parser.add_argument("--draws", type=int, default=AnomalySettings().draws, help="healing draws per slice")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices examined at once (default: 16)")
+    parser.add_argument("--figure", default=None, help="also draw slice, mask, plain and healed residual of "
+                                                       f"{FIGURE_ROWS} lesioned slices per kind into this PNG")
+    arguments = parser.parse_args(argv)
+    run = RunFolder(arguments.run_dir)
+    config, vqvae, prior = run.load(arguments.prior)
+    settings = AnomalySettings(draws=arguments.draws, percentile=arguments.percentile)
+    threshold = anomaly_calibration(run, arguments.prior, prior, vqvae, settings.percentile, verbose=0)["threshold"]
+    subjects = SubjectSplit(*config.synthetic_subjects)
+
+    results, figure_rows = {}, {"slice": [], "true mask": [], "plain residual": [], "healed residual": []}
+    labels = []
+    healthy = None
+    for kind in arguments.kinds:
+        print(f"{kind} lesions in the {arguments.split} split", file=sys.stderr)
+        pixels, masks, names = lesioned_arrays(LESION_KINDS[kind], arguments.split, subjects, config.seed)
+        if healthy is None:
+            healthy = lesioned_arrays(LESION_KINDS[kind], arguments.split, subjects, config.seed, lesion_rate=1e-9)[0]
+        positions = np.array([int(name.split("_slice_")[1].split(".")[0]) for name in names])
+        images = model_images(pixels, config.image_size)
+        result, seconds = examine(vqvae, prior, images, positions, threshold, settings, arguments.batch_size)
+        everywhere = smooth(np.abs(images[:, None] - result.healed).mean(axis=1) * eroded_brain(images),
+                            settings.smoothing).numpy()[..., 0]
+        with_lesion = masks.any(axis=(1, 2))
+        full_size = {name: to_input_size(maps, *masks.shape[1:]) for name, maps in
+                     (("healed", result.maps), ("healed_everywhere", everywhere),
+                      ("reconstruction", result.residual_maps))}
+        slice_scores = {"healed": result.scores, "healed_everywhere": result.scores,
+                        "reconstruction": result.residual_scores}
+        excess = np.maximum(result.nll - threshold, 0).sum(axis=(1, 2))
+        results[kind] = {
+            "slices": len(pixels), "slices_with_lesions": int(with_lesion.sum()),
+            "lesion_pixels_per_lesioned_slice": round(float(masks.sum() / with_lesion.sum()), 1),
+            **{name: rounded(detection_metrics(maps, masks, slice_scores[name], with_lesion))
+               for name, maps in full_size.items()},
+            "slice_auroc_of_nll": {"total": round(auroc(result.nll.sum(axis=(1, 2)), with_lesion), 4),
+                                   "excess_over_threshold": round(auroc(excess, with_lesion), 4)},
+            "codes_redrawn": {"with_lesion": round(float(result.redrawn[with_lesion].mean()), 4),
+                              "without": round(float(result.redrawn[~with_lesion].mean()), 4)},
+            "seconds_per_slice": round(seconds, 3),
+        }
+        del results[kind]["healed_everywhere"]["slice_auroc"]  # the same scores as healed's
+        chosen = np.argsort(-masks.sum(axis=(1, 2)))[::max(1, with_lesion.sum() // FIGURE_ROWS)][:FIGURE_ROWS]
+        for index in chosen:
+            figure_rows["slice"].append(pixels[index] / 255)
+            figure_rows["true mask"].append(masks[index].astype(float))
+            figure_rows["plain residual"].append(full_size["reconstruction"][index])
+            figure_rows["healed residual"].append(full_size["healed"][index])
+            labels.append(f"{kind}: {names[index].removesuffix('.nii.png')}")
+
+    print("the same slices without lesions", file=sys.stderr)
+    positions = np.array([number for _ in subjects.case_ids()[arguments.split] for number in range(32)])
+    images = model_images(healthy, config.image_size)
+    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, arguments.batch_size, verbose=2)
+    reconstructed = float(np.mean(brain_ssim(images, result.reconstructions)[0]))
+    healed = [float(np.mean(brain_ssim(images, result.healed[:, draw])[0])) for draw in range(settings.draws)]
+    results["healthy"] = {"slices": len(images), "brain_ssim_reconstructions": round(reconstructed, 4),
+                          "brain_ssim_healed": round(float(np.mean(healed)), 4),
+                          "brain_ssim_healed_worst_draw": round(min(healed), 4),
+                          "codes_redrawn": round(float(result.redrawn.mean()), 4)}
+    if arguments.figure:
+        plots.plot_anomaly_panels({name: np.stack(rows) for name, rows in figure_rows.items()}, labels,
+                                  arguments.figure, f"synthetic lesions in {arguments.split} slices of the embedded "
+                                  f"data: the plain reconstruction residual and the prior-healed residual "
+                                  f"({arguments.prior}, threshold {threshold:.2f} bits, {settings.draws} draws)")
+    print(json.dumps({
+        "benchmark": "anomaly", "run_dir": str(run.path), "prior": arguments.prior, "split": arguments.split,
+        "threshold_bits": round(threshold, 4), "percentile": settings.percentile, "draws": settings.draws,
+        "smoothing": settings.smoothing, "seed": settings.seed, **results, "hardware": hardware.describe(),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Anomaly maps: what in a slice a prior of healthy code maps finds unlikely, redrawn as healthy and compared.
+
+A VQ-VAE with a prior trained on healthy slices is a model of healthy anatomy; where a slice departs from it, its
+codes are unlikely under the prior. Following Pinaya et al. (2021, 2022), for slices x (batch, S, S, 1):
+
+1. encode:  z = encode(x), the code map (batch, h, w);
+2. score:   nll_p = -log2 p(z_p | z_<p, c), in bits, each code given the codes before it in raster order and the
+            slice position c (the autoregressive factorisation of van den Oord et al. 2016, eq. 1; the prior's
+            `code_nll`);
+3. heal:    keep_p = nll_p <= threshold; the prior's sampler redraws every other code from p(z_p | z~_<p, c) given
+            the codes before it, kept or redrawn (Pinaya et al.'s resampling of the low-likelihood tokens), D times
+            with seeded draws: z~_1 .. z~_D;
+4. compare: the healed slices x~_d = decode(z~_d); the residual r = mean_d |x - x~_d| (Pinaya et al.'s residual
+            of the healed reconstruction), kept inside the brain (the slice's foreground, eroded by BRAIN_EROSION
+            pixels so that the outline's own reconstruction error is left out) and where codes were redrawn (the
+            upsampled resampling mask, so that a healthy slice whose codes were all kept has an empty map), then
+            smoothed by a Gaussian of `smoothing` pixels: the anomaly map;
+5. summarise: a slice's score is the mean of its anomaly map's highest TOP_FRACTION of brain pixels.
+
+The same maps come from `anomaly_maps`, `python -m keras_vqvae.detect` and an exported SavedModel's `anomaly`
+endpoint for the same seed: all three run `AnomalyDetector.detect`. Any prior that scores codes (has `code_nll`) and
+whose sampler draws around given codes (`Sampler.inpaints`) serves: the gated PixelCNN and the transformer do.
+
+The plain reconstruction residual |x - decode(z)|, kept inside the same eroded brain and smoothed the same way (but
+not limited to redrawn codes, which it has none of), is the baseline this is measured against (`residual_maps`).
+
+References:
+    W. H. L. Pinaya, P.-D. Tudosiu, R. Gray, G. Rees, P. Nachev, S. Ourselin, M. J. Cardoso, "Unsupervised Brain
+    Anomaly Detection and Segmentation with Transformers", MIDL 2021; "Unsupervised brain imaging 3D anomaly
+    detection and segmentation with transformers", Medical Image Analysis 79, 2022.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vqvae.errors import InputError
+from keras_vqvae.metrics.image import BRAIN_THRESHOLD
+from keras_vqvae.models.vqvae import VQVAE
+from keras_vqvae.priors import PriorKind, kind_of, make_sampler
+from keras_vqvae.priors.autoregressive import ANY_POSITION
+from keras_vqvae.priors.sampler import MAX_SEED, sample_seeds
+from keras_vqvae.settings import Check, at_least, between, check_settings, option
+
+BRAIN_EROSION = 5  # the brain mask is the foreground eroded by a 5x5 window (2 pixels at the model's size)
+TOP_FRACTION = 0.01  # a slice's score: the mean of the highest 1% of its anomaly map inside the brain
+
+
+@dataclasses.dataclass(frozen=True)
+class AnomalySettings:
+    """How anomaly maps are made (flags --draws, ... of `python -m keras_vqvae.detect`).
+
+    `threshold` is in bits per code; None takes the run's calibrated threshold (the `percentile` of its healthy
+    validation slices' per-code NLL, see `calibrate_threshold`)."""
+
+    threshold: float | None = option(None, "per-code NLL in bits above which a code is redrawn (default: the run's "
+                                           "calibrated threshold, the --percentile of its validation slices' codes)",
+                                     Check(lambda bits: bits is None or bits > 0, "positive"), parse=float)
+    percentile: float = option(99.8, "the percentile of the validation slices' per-code NLL that calibrates the "
+                                     "threshold: codes less likely than this share of healthy codes are redrawn",
+                               between(50.0, 99.99))
+    draws: int = option(4, "healed code maps drawn per slice; the anomaly map averages their residuals", at_least(1))
+    smoothing: float = option(1.0, "sigma of the Gaussian that smooths the anomaly map, in pixels of the model's "
+                                   "size (0: none)", at_least(0.0))
+    seed: int = option(0, "seed of the healing draws: the same seed gives the same maps", between(0, MAX_SEED))
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+def detection_problem(kind: PriorKind) -> str | None:
+    """Why priors of `kind` cannot make anomaly maps (words that follow "the NAME prior"), or None when they can:
+    the prior must score each code (`code_nll`) and its default sampler redraw codes around kept ones
+    (`Sampler.inpaints`)."""
+    if not callable(getattr(kind.model_class, "code_nll", None)):
+        return "cannot score single codes"
+    if not {sampler.name: sampler for sampler in kind.samplers}[kind.default_sampler].inpaints:
+        return "has no sampler that redraws codes around kept ones"
+    return None
+
+
+def no_detection_error(kind: PriorKind, run_dir="RUN_DIR") -> InputError:
+    """The error for a prior of `kind` asked for anomaly maps (see `detection_problem`)."""
+    return InputError(f"the {kind.name} prior {detection_problem(kind)}, so it cannot make anomaly maps: train a "
+                      f"pixelcnn or transformer prior on the run (python -m keras_vqvae.train --run-dir {run_dir} "
+                      f"--stage prior --prior pixelcnn) and use that")
+
+
+def calibrate_threshold(prior: keras.Model, codes: np.ndarray, positions: np.ndarray | None, percentile: float,
+                        batch_size: int = 64) -> dict:
+    """The per-code NLL (bits) that `percentile` percent of the codes of healthy code maps (n, h, w) do not exceed,
+    with a few other percentiles for reference: {'threshold', 'percentile', 'codes', 'nll_mean', 'nll_percentiles'}.
+    `positions` (n,) are the maps' slice positions for a conditional prior (None for any position)."""
+    nll = np.concatenate([
+        keras.ops.convert_to_numpy(prior.code_nll(codes[i:i + batch_size], _labels(
+            prior, None if positions is None else positions[i:i + batch_size], len(codes[i:i + batch_size]))))
+        for i in range(0, len(codes), batch_size)]).ravel()
+    shown = (50.0, 90.0, 98.0, 99.0, 99.5, 99.8, 99.9)
+    return {"threshold": float(np.percentile(nll, percentile)), "percentile": percentile, "codes": int(nll.size),
+            "nll_mean": float(nll.mean()),
+            "nll_percentiles": {f"{p:g}": float(np.percentile(nll, p)) for p in shown}}
+
+
+def _labels(prior: keras.Model, positions, count):
+    """The prior's class labels (count,) int32 of slice positions (count,) (ANY_POSITION: the null class), or None
+    for an unconditional prior. None for positions means any position."""
+    classes = getattr(prior, "num_classes", 0)
+    if not classes:
+        return None
+    positions = tf.fill([count], ANY_POSITION) if positions is None else tf.cast(positions, tf.int32)
+    return tf.where(positions == ANY_POSITION, classes, positions)
+
+
+def check_positions(prior: keras.Model, positions: np.ndarray | None) -> None:
+    """An InputError when a conditional prior cannot take these slice positions: one out of range, or any position
+    (ANY_POSITION, or None) from a prior trained without a null class."""
+    classes = getattr(prior, "num_classes", 0)
+    if not classes:
+        return
+    any_position = positions is None or np.any(np.asarray(positions) == ANY_POSITION)
+    if any_position and not prior.has_null_class:
+        raise InputError("this prior is conditioned on slice positions and has no class for 'any position': give "
+                         "every slice's position (file names like case_001_slice_12.png)")
+    if positions is not None:
+        positions = np.asarray(positions)
+        wrong = positions[(positions != ANY_POSITION) & ((positions < 0) | (positions >= classes))]
+        if wrong.size:
+            raise InputError(f"slice position {int(wrong[0])} is out of range: this prior knows positions 0 to "
+                             f"{classes - 1} (or {ANY_POSITION} for any position)")
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """A normalised 1-D Gaussian (2r + 1,) with r = ceil(3 sigma); (1,) = [1] for sigma 0."""
+    radius = math.ceil(3 * sigma)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else np.ones(1, np.float32)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def smooth(maps, sigma: float):
+    """maps (batch, H, W, 1) convolved with a Gaussian of `sigma` pixels, zero outside ('SAME')."""
+    kernel = tf.constant(gaussian_kernel(sigma))
+    maps = tf.nn.conv2d(maps, tf.reshape(kernel, (-1, 1, 1, 1)), 1, "SAME")  # along the height
+    return tf.nn.conv2d(maps, tf.reshape(kernel, (1, -1, 1, 1)), 1, "SAME")  # along the width
+
+
+def eroded_brain(images):
+    """(batch, S, S, 1) float mask of the brain of images in [0, 1]: the non-background pixels, eroded."""
+    foreground = tf.cast(images > BRAIN_THRESHOLD, tf.float32)
+    return -tf.nn.max_pool2d(-foreground, BRAIN_EROSION, strides=1, padding="SAME")
+
+
+def top_mean(maps, brain):
+    """The mean of the highest TOP_FRACTION of each map's values inside its brain (at least one pixel), (batch,):
+    maps and brain (batch, S, S, 1), maps zero outside the brain."""
+    batch = tf.shape(maps)[0]
+    values = tf.sort(tf.reshape(maps, (batch, -1)), axis=-1, direction="DESCENDING")  # (batch, S * S)
+    count = tf.maximum(1, tf.cast(tf.math.ceil(TOP_FRACTION * tf.reduce_sum(brain, axis=[1, 2, 3])), tf.int32))
+    totals = tf.gather(tf.cumsum(values, axis=-1), count - 1, batch_dims=1)  # (batch,)
+    return totals / tf.cast(count, tf.float32)
+
+
+def healing_seeds(seed, first_index, count, draws: int):
+    """Stateless seeds (count * draws, 2) of the healing draws, slice by slice: draw d of the slice numbered
+    first_index + b takes fold_in(sample seed of that slice, d), so a slice's draws do not depend on the batch."""
+    slice_seeds = sample_seeds(seed, first_index, count)  # (count, 2)
+    per_draw = [tf.map_fn(lambda s, d=d: tf.random.experimental.stateless_fold_in(s, d), slice_seeds)
+                for d in range(draws)]  # draws x (count, 2)
+    return tf.reshape(tf.stack(per_draw, axis=1), (-1, 2))  # (count * draws, 2), slice-major
+
+
+class AnomalyDetector:
+    """The anomaly maps of one VQ-VAE and one prior at one threshold (see the module docstring for the maths).
+
+    Args:
+        vqvae: the trained VQ-VAE.
+        prior: a prior over its code maps that can score codes and redraw them (see `detection_problem`).
+        threshold: per-code NLL in bits above which a code is redrawn.
+        settings: draws, smoothing and seed (its own threshold is ignored).
+    """
+
+    def __init__(self, vqvae: VQVAE, prior: keras.Model, threshold: float, settings: AnomalySettings):
+        kind = kind_of(prior)
+        if detection_problem(kind):
+            raise no_detection_error(kind)
+        if not threshold > 0 or not math.isfinite(threshold):
+            raise InputError(f"the anomaly threshold must be a positive number of bits, got {threshold}")
+        self.vqvae, self.prior, self.threshold, self.settings = vqvae, prior, float(threshold), settings
+        self.sampler = make_sampler(None, prior)
+        self.downsampling = vqvae.encoder.downsampling
+
+    def detect(self, images, seed, first_index, positions=None) -> dict:
+        """The anomaly maps and what they are made of, for images (batch, S, S, 1) float32 in [0, 1]: slice b is the
+        slice numbered first_index + b (its draws' seeds depend on that number, see `healing_seeds`); positions
+        (batch,) int32 its slice position, ANY_POSITION or None for any. A graph function's body.
+
+        Returns a dict: 'maps' (batch, S, S) the anomaly maps; 'scores' (batch,); 'nll' (batch, h, w) bits;
+        'redrawn' (batch, h, w) bool; 'healed_codes' (batch, D, h, w); 'healed' (batch, D, S, S, 1) in [0, 1];
+        'reconstructions' (batch, S, S, 1)
+        in [0, 1]; 'residual_maps' (batch, S, S) the plain reconstruction residual, masked and smoothed alike, and
+        'residual_scores' (batch,) summarised alike: the baseline."""
+        draws, sigma = self.settings.draws, self.settings.smoothing
+        batch = tf.shape(images)[0]
+        model_images = images - 0.5  # the models' range [-0.5, 0.5]
+        labels = _labels(self.prior, positions, batch)
+        codes = self.vqvae.encode(model_images)  # (batch, h, w)                                     step 1
+        nll = self.prior.code_nll(codes, labels)  # (batch, h, w) bits                              step 2
+        keep = nll <= self.threshold  # (batch, h, w)
+        healed_codes = self.sampler.draw(  # (batch * D, h, w)                                       step 3
+            healing_seeds(seed, first_index, batch, draws), tf.constant(1.0),
+            None if labels is None else tf.repeat(labels, draws),
+            given=(tf.repeat(codes, draws, axis=0), tf.repeat(keep, draws, axis=0)))
+        healed = self.vqvae.decode(healed_codes) + 0.5  # (batch * D, S, S, 1)                        step 4
+        healed = tf.reshape(healed, tf.concat([[batch, draws], tf.shape(images)[1:]], 0))  # (batch, D, S, S, 1)
+        reconstructions = self.vqvae.decode(codes) + 0.5  # (batch, S, S, 1)
+        brain = eroded_brain(images)  # (batch, S, S, 1)
+        redrawn_area = self._upsampled(tf.cast(tf.logical_not(keep), tf.float32))  # (batch, S, S, 1)
+        residual = tf.reduce_mean(tf.abs(images[:, None] - healed), axis=1)  # (batch, S, S, 1)
+        maps = smooth(residual * brain * redrawn_area, sigma)
+        residual_maps = smooth(tf.abs(images - reconstructions) * brain, sigma)
+        return {"maps": maps[..., 0], "scores": top_mean(maps, brain), "nll": nll,  # step 5
+                "redrawn": tf.logical_not(keep), "healed": healed,
+                "healed_codes": tf.reshape(healed_codes, tf.concat([[batch, draws], tf.shape(codes)[1:]], 0)),
+                "reconstructions": reconstructions,
+                "residual_maps": residual_maps[..., 0], "residual_scores": top_mean(residual_maps, brain)}
+
+    def _upsampled(self, code_maps):
+        """(batch, h, w) -> (batch, S, S, 1): each code's value over the pixels it decodes to."""
+        factor = self.downsampling
+        return tf.repeat(tf.repeat(code_maps, factor, axis=1), factor, axis=2)[..., None]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnomalyMaps:
+    """What `anomaly_maps` returns, as numpy arrays (see `AnomalyDetector.detect` for each)."""
+
+    maps: np.ndarray
+    scores: np.ndarray
+    nll: np.ndarray
+    redrawn: np.ndarray
+    healed_codes: np.ndarray
+    healed: np.ndarray
+    reconstructions: np.ndarray
+    residual_maps: np.ndarray
+    residual_scores: np.ndarray
+    threshold: float
+
+
+def anomaly_maps(vqvae: VQVAE, prior: keras.Model, images: np.ndarray, threshold: float,
+                 positions: np.ndarray | None = None, settings: AnomalySettings = AnomalySettings(),
+                 batch_size: int = 16, verbose: int = 0) -> AnomalyMaps:
+    """Anomaly maps of slices `images` (n, S, S, 1) in [0, 1] at the VQ-VAE's size, with the prior's codes redrawn
+    above `threshold` bits (see the module docstring; `calibrate_threshold` gives a threshold from healthy slices).
+
+    Args:
+        positions: (n,) the slices' positions for a prior conditioned on them (ANY_POSITION where unknown); None:
+            any position.
+        settings: draws, smoothing and seed; slice i draws with the seeds of slice number i, whatever the batch.
+        batch_size: slices per step (a matter of speed and memory only).
+        verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
+    """
+    images = np.asarray(images, np.float32)
+    check_positions(prior, positions)
+    detector = AnomalyDetector(vqvae, prior, threshold, settings)
+    detect = tf.function(detector.detect)
+    progress = keras.utils.Progbar(len(images), verbose=verbose, unit_name="slice")
+    parts = []
+    for start in range(0, len(images), batch_size):
+        stop = min(start + batch_size, len(images))
+        batch_positions = None if positions is None else tf.constant(np.asarray(positions)[start:stop], tf.int32)
+        parts.append({name: keras.ops.convert_to_numpy(value) for name, value in detect(
+            tf.constant(images[start:stop]), tf.constant(settings.seed), tf.constant(start), batch_positions).items()})
+        progress.add(stop - start)
+    return AnomalyMaps(**{name: np.concatenate([part[name] for part in parts]) for name in parts[0]},
+                       threshold=detector.threshold)
+
+
+def to_input_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Maps (n, S, S) at the model's size back onto slices of `height` x `width`: the inverse of the data
+    pipeline's padding to a square and resizing (bilinear), (n, height, width) float32."""
+    side = max(height, width)
+    resized = tf.image.resize(np.asarray(maps, np.float32)[..., None], (side, side), method="bilinear")[..., 0]
+    top, left = (side - height) // 2, (side - width) // 2
+    return keras.ops.convert_to_numpy(resized)[:, top:top + height, left:left + width]

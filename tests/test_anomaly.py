@@ -1,0 +1,328 @@
+"""Anomaly maps: scoring codes, healing around the kept ones, the maps, their metrics, the command, the endpoint."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_vqvae import detect
+from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, calibrate_threshold, to_input_size
+from keras_vqvae.data import make_dataset, read_images
+from keras_vqvae.data import __main__ as data_command
+from keras_vqvae.data.lesions import LESION_KINDS, insert_lesions, lesioned_arrays
+from keras_vqvae.data.synthetic import SubjectSplit
+from keras_vqvae.metrics.detection import auprc, auroc, best_dice, detection_metrics
+from keras_vqvae.priors import PRIOR_KINDS, CodeTransformer, GatedPixelCNN, make_sampler
+from keras_vqvae.priors.sampler import sample_seeds
+from keras_vqvae.savedmodel import export_run
+from keras_vqvae.training import RunFolder
+
+GRID = (4, 5)
+PRIORS = {
+    "pixelcnn": lambda: GatedPixelCNN(12, GRID, filters=8, layers=3, kernel_size=3, num_classes=3,
+                                      unconditional_rate=0.2),
+    "transformer": lambda: CodeTransformer(12, GRID, dim=16, layers=2, heads=2, num_classes=3, unconditional_rate=0.2),
+}
+
+
+# --- healing: every sampler draws around given codes ------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", PRIORS)
+def test_every_sampler_keeps_the_given_codes_and_redraws_the_rest_given_them_alike(kind):
+    keras.utils.set_random_seed(0)
+    prior = PRIORS[kind]()
+    seeds, labels, temperature = sample_seeds(3, 0, 4), tf.constant([0, 1, 2, 3]), tf.constant(1.5)  # 3: any
+    given = tf.random.stateless_uniform((4, *GRID), seed=(5, 6), maxval=12, dtype=tf.int32)
+    keep = tf.random.stateless_uniform((4, *GRID), seed=(7, 8)) < 0.6
+    drawn = {sampler.name: make_sampler(sampler.name, prior).draw(seeds, temperature, labels, given=(given, keep))
+             for sampler in PRIOR_KINDS[kind].samplers}
+    reference = drawn["reference"].numpy()
+    for name, codes in drawn.items():  # the fast samplers condition on the kept codes exactly as the reference does
+        np.testing.assert_array_equal(codes, reference, err_msg=name)
+    np.testing.assert_array_equal(reference[keep.numpy()], given.numpy()[keep.numpy()])
+    assert (reference[~keep.numpy()] != given.numpy()[~keep.numpy()]).mean() > 0.5  # 12 near-uniform codes
+    sampler = make_sampler("cached", prior)
+    nothing_kept = sampler.draw(seeds, temperature, labels, given=(given, tf.zeros_like(keep)))
+    np.testing.assert_array_equal(nothing_kept, sampler.draw(seeds, temperature, labels))  # the same random numbers
+    all_kept = sampler.draw(seeds, temperature, labels, given=(given, tf.ones_like(keep)))
+    np.testing.assert_array_equal(all_kept, given)
+
+
+@pytest.mark.parametrize("kind", PRIORS)
+def test_code_nll_is_each_codes_cross_entropy_in_bits_and_its_mean_the_nll_metric(kind):
+    keras.utils.set_random_seed(0)
+    prior = PRIORS[kind]()
+    prior.compile(optimizer="adam")
+    codes = tf.random.stateless_uniform((6, *GRID), seed=(1, 2), maxval=12, dtype=tf.int32)
+    labels = tf.constant([0, 1, 2, 0, 1, 2])
+    nll = prior.code_nll(codes, labels).numpy()
+    assert nll.shape == (6, *GRID) and (nll > 0).all()
+    np.testing.assert_allclose(nll.sum(axis=(1, 2)), -prior.log_prob(codes, labels).numpy() / np.log(2), rtol=1e-5)
+    metrics = prior.evaluate(codes, labels, batch_size=6, verbose=0, return_dict=True)
+    np.testing.assert_allclose(nll.mean(), metrics["nll"], rtol=1e-5)
+
+
+def test_the_threshold_is_the_percentile_of_the_healthy_codes_nll():
+    keras.utils.set_random_seed(0)
+    prior = PRIORS["pixelcnn"]()
+    codes = np.random.default_rng(0).integers(0, 12, (40, *GRID)).astype(np.int32)
+    positions = np.arange(40) % 3
+    calibration = calibrate_threshold(prior, codes, positions, 90.0, batch_size=7)
+    nll = prior.code_nll(codes, positions).numpy()
+    assert calibration["threshold"] == pytest.approx(np.percentile(nll, 90.0), rel=1e-6)
+    assert calibration["codes"] == nll.size and calibration["percentile"] == 90.0
+    assert (nll > calibration["threshold"]).mean() == pytest.approx(0.10, abs=0.01)
+    assert calibration["nll_mean"] == pytest.approx(nll.mean(), rel=1e-5)
+    without_positions = calibrate_threshold(prior, codes, None, 90.0)  # any position: another condition
+    assert without_positions["threshold"] != pytest.approx(calibration["threshold"], rel=1e-4)
+
+
+# --- the maps, on the tiny trained run --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lesions(tmp_path_factory):
+    """The tiny run's test split (subject 5) with bright lesions, and their masks."""
+    root = tmp_path_factory.mktemp("lesions")
+    assert data_command.main(["make-lesions", str(root), "--subjects", "3,1,1", "--kind", "bright"]) == 0
+    return root / "keras_png_slices_test", root / "keras_png_slices_mask_test"
+
+
+@pytest.fixture(scope="module")
+def models(trained_run):
+    return RunFolder(trained_run).load("pixelcnn")
+
+
+def model_images(folder, image_size):
+    slices, _ = read_images(folder)
+    images = np.concatenate([batch.numpy() for batch in make_dataset(slices, image_size, 16)]) + 0.5
+    return images, np.array(slices.slice_numbers), [Path(file).name for file in slices.files]
+
+
+def test_healing_redraws_exactly_the_codes_above_the_threshold_and_keeps_the_others(models, lesions):
+    config, vqvae, prior = models
+    images, positions, _ = model_images(lesions[0], config.image_size)
+    codes = vqvae.encode(images[:6] - 0.5).numpy()
+    nll = prior.code_nll(codes, positions[:6]).numpy()
+    threshold = float(np.percentile(nll, 80))
+    result = anomaly_maps(vqvae, prior, images[:6], threshold, positions[:6], AnomalySettings(draws=3))
+    np.testing.assert_allclose(result.nll, nll, rtol=1e-5)
+    np.testing.assert_array_equal(result.redrawn, nll > threshold)
+    assert result.healed_codes.shape == (6, 3, *codes.shape[1:])
+    for draw in range(3):
+        healed = result.healed_codes[:, draw]
+        np.testing.assert_array_equal(healed[~result.redrawn], codes[~result.redrawn])
+    assert (result.healed_codes[:, 0][result.redrawn] != codes[result.redrawn]).any()
+    assert not np.array_equal(result.healed_codes[:, 0], result.healed_codes[:, 1])  # the draws differ
+
+
+def test_a_slice_whose_codes_are_all_kept_heals_to_its_reconstruction_and_has_an_empty_map(models, lesions):
+    config, vqvae, prior = models
+    images, positions, _ = model_images(lesions[0], config.image_size)
+    result = anomaly_maps(vqvae, prior, images[:4], 1e6, positions[:4])
+    assert not result.redrawn.any()
+    for draw in range(result.healed.shape[1]):
+        np.testing.assert_allclose(result.healed[:, draw], result.reconstructions, atol=1e-6)
+    assert (result.maps == 0).all() and (result.scores == 0).all()
+    assert (result.residual_maps > 0).any()  # the plain residual still shows the reconstruction's error
+
+
+def test_maps_depend_on_the_seed_and_the_slices_number_not_on_the_batch(models, lesions):
+    config, vqvae, prior = models
+    images, positions, _ = model_images(lesions[0], config.image_size)
+    threshold = float(np.percentile(prior.code_nll(vqvae.encode(images - 0.5), positions), 70))
+    whole = anomaly_maps(vqvae, prior, images[:5], threshold, positions[:5], batch_size=5)
+    piecewise = anomaly_maps(vqvae, prior, images[:5], threshold, positions[:5], batch_size=2)
+    np.testing.assert_array_equal(whole.maps, piecewise.maps)
+    other_seed = anomaly_maps(vqvae, prior, images[:5], threshold, positions[:5], AnomalySettings(seed=1))
+    assert not np.array_equal(other_seed.healed_codes, whole.healed_codes)
+
+
+# --- the metrics -----------------------------------------------------------------------------------------------
+
+def test_the_metrics_give_the_answers_worked_out_by_hand():
+    scores, truth = np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False])
+    # thresholds 0.9, 0.8, 0.7, 0.6: (TP, FP) = (1, 0), (1, 1), (2, 1), (2, 2); precision 1, 1/2, 2/3, 1/2
+    assert auprc(scores, truth) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)  # recall steps of 1/2 at 0.9 and 0.7
+    assert best_dice(scores, truth) == pytest.approx((2 * 2 / (2 * 2 + 1 + 0), 0.7))  # 0.8 at threshold 0.7
+    assert auroc(scores, truth) == pytest.approx(0.75)  # 3 of the 4 (lesion, healthy) pairs in order
+    tied = np.array([0.5, 0.5, 0.2, 0.2])  # equal scores are one threshold: (1, 1) then (2, 2)
+    assert auprc(tied, truth) == pytest.approx(0.5)
+    assert best_dice(tied, truth)[0] == pytest.approx(2 * 2 / (4 + 2))
+    assert auroc(tied, truth) == pytest.approx(0.5)
+    assert auprc(np.array([3.0, 2.0, 1.0]), np.array([True, True, False])) == pytest.approx(1.0)
+    metrics = detection_metrics(scores, truth, np.array([1.0, 0.0]), np.array([True, False]))
+    assert metrics["slice_auroc"] == 1.0 and metrics["best_dice"] == pytest.approx(0.8)
+    assert "slice_auroc" not in detection_metrics(scores, truth, np.array([1.0, 2.0]), np.array([True, True]))
+
+
+def brute_force_auprc_and_dice(scores, truth):
+    """Average precision and best Dice by trying every distinct score as a threshold, one at a time."""
+    average_precision, last_recall, dice = 0.0, 0.0, 0.0
+    for threshold in sorted(set(scores.tolist()), reverse=True):
+        marked = scores >= threshold
+        true_positives = np.sum(marked & truth)
+        recall = true_positives / truth.sum()
+        average_precision += (recall - last_recall) * true_positives / marked.sum()
+        last_recall = recall
+        dice = max(dice, 2 * true_positives / (marked.sum() + truth.sum()))
+    return average_precision, dice
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def detected(trained_run, lesions, tmp_path_factory):
+    out = tmp_path_factory.mktemp("detected") / "out"
+    assert detect.main([str(trained_run), "--images", str(lesions[0]), "--masks", str(lesions[1]), "--out", str(out),
+                        "--draws", "2", "--quiet"]) == 0
+    return out
+
+
+def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected, lesions):
+    names = sorted(path.name for path in lesions[0].iterdir())
+    assert sorted(path.name for path in (detected / "overlays").iterdir()) == names
+    maps = np.load(detected / "maps.npz")
+    assert sorted(maps.files) == names
+    assert all(maps[name].shape == (256, 256) and maps[name].dtype == np.float32 for name in names)
+    with open(detected / "scores.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["file"] for row in rows] == names and all(float(row["score"]) >= 0 for row in rows)
+    assert (detected / "summary.png").stat().st_size > 0
+    metrics = json.loads((detected / "metrics.json").read_text())
+    assert set(metrics["healed"]) == set(metrics["reconstruction"]) == {"auprc", "best_dice", "best_dice_threshold",
+                                                                       "slice_auroc"}
+
+
+def test_the_commands_metrics_equal_an_independent_computation(detected, lesions, capsys):
+    maps = np.load(detected / "maps.npz")
+    names = sorted(maps.files)
+    masks = np.stack([np.asarray(Image.open(lesions[1] / name)) > 0 for name in names])
+    scores = np.stack([maps[name] for name in names])
+    average_precision, dice = brute_force_auprc_and_dice(scores.ravel(), masks.ravel())
+    metrics = json.loads((detected / "metrics.json").read_text())
+    assert metrics["healed"]["auprc"] == pytest.approx(average_precision, rel=1e-9)
+    assert metrics["healed"]["best_dice"] == pytest.approx(dice, rel=1e-9)
+    with open(detected / "scores.csv") as file:
+        slice_scores = np.array([float(row["score"]) for row in csv.DictReader(file)])
+    with_lesion = masks.any(axis=(1, 2))
+    pairs = [(a > b) + 0.5 * (a == b) for a in slice_scores[with_lesion] for b in slice_scores[~with_lesion]]
+    assert metrics["healed"]["slice_auroc"] == pytest.approx(np.mean(pairs), abs=1e-5)  # scores.csv keeps 6 digits
+
+
+def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained_run, models, lesions, detected,
+                                                                         tmp_path):
+    config, vqvae, prior = models
+    images, positions, names = model_images(lesions[0], config.image_size)
+    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")["threshold"]
+    result = anomaly_maps(vqvae, prior, images, threshold, positions, AnomalySettings(draws=2))
+    from_command = np.load(detected / "maps.npz")
+    for index, name in enumerate(names):
+        np.testing.assert_allclose(from_command[name], to_input_size(result.maps[index:index + 1], 256, 256)[0],
+                                   atol=1e-6, err_msg=name)
+    exported = tf.saved_model.load(str(export_run(trained_run, tmp_path / "saved_model", "pixelcnn")))  # 4 draws
+    default = anomaly_maps(vqvae, prior, images[:6], threshold, positions[:6])
+    endpoint = exported.anomaly(tf.constant(images[:6]), 0, tf.constant(positions[:6], tf.int32))
+    np.testing.assert_allclose(endpoint["maps"].numpy(), default.maps, atol=1e-6)
+    np.testing.assert_allclose(endpoint["scores"].numpy(), default.scores, atol=1e-6)
+    np.testing.assert_allclose(endpoint["nll"].numpy(), default.nll, rtol=1e-5)
+    as_bytes = exported.anomaly(tf.constant(np.round(images[:2] * 255).astype(np.uint8)))  # any position, seed 0
+    assert as_bytes["maps"].shape == (2, config.image_size, config.image_size)
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+
+def run_with_error(capsys, *arguments):
+    assert detect.main([str(a) for a in arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    return error
+
+
+def test_a_mask_of_another_size_is_named_and_nothing_is_written(trained_run, lesions, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    shutil.copytree(lesions[1], masks)
+    name = sorted(masks.iterdir())[3].name
+    Image.fromarray(np.zeros((128, 128), np.uint8)).save(masks / name)
+    error = run_with_error(capsys, trained_run, "--images", lesions[0], "--masks", masks, "--out", tmp_path / "out")
+    assert f"the mask {masks / name} is 128x128 but its slice is 256x256" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_slice_without_a_mask_is_named(trained_run, lesions, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    shutil.copytree(lesions[1], masks)
+    removed = sorted(masks.iterdir())[:2]
+    for path in removed:
+        path.unlink()
+    error = run_with_error(capsys, trained_run, "--images", lesions[0], "--masks", masks, "--out", tmp_path / "out")
+    assert f"has no mask for {removed[0].name} (nor for 1 other slices)" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_without_a_prior_that_scores_codes_is_refused(trained_run, lesions, tmp_path, capsys):
+    error = run_with_error(capsys, trained_run, "--images", lesions[0], "--prior", "dcgan", "--out", tmp_path / "o")
+    assert "the dcgan prior cannot score single codes, so it cannot make anomaly maps" in error
+    only_dcgan = tmp_path / "run"
+    shutil.copytree(trained_run, only_dcgan)
+    (only_dcgan / "pixelcnn.keras").unlink()
+    error = run_with_error(capsys, only_dcgan, "--images", lesions[0], "--out", tmp_path / "o")
+    assert "the dcgan prior cannot score single codes" in error and "--stage prior --prior pixelcnn" in error
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--draws", "0"], "--draws 0 is out of range (it must be at least 1)"),
+    (["--threshold", "-1"], "--threshold -1.0 is out of range (it must be positive)"),
+    (["--percentile", "100"], "--percentile 100.0 is out of range (it must be between 50.0 and 99.99)"),
+])
+def test_bad_flags_are_named(trained_run, lesions, tmp_path, capsys, flags, message):
+    error = run_with_error(capsys, trained_run, "--images", lesions[0], "--out", tmp_path / "o", *flags)
+    assert message in error
+
+
+def test_a_missing_images_folder_and_a_folder_that_is_no_run_are_named(trained_run, tmp_path, capsys):
+    error = run_with_error(capsys, trained_run, "--images", tmp_path / "nowhere", "--out", tmp_path / "o")
+    assert f"data folder {tmp_path / 'nowhere'} does not exist" in error
+    error = run_with_error(capsys, tmp_path, "--images", tmp_path, "--out", tmp_path / "o")
+    assert f"{tmp_path} is not a run folder made by keras_vqvae.train" in error
+
+
+# --- the lesions -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", LESION_KINDS)
+def test_lesions_are_smooth_blobs_inside_the_brain_brighter_or_darker_than_their_tissue(kind):
+    slices, masks, names = lesioned_arrays(LESION_KINDS[kind], "test", SubjectSplit(1, 1, 1), lesion_rate=0.6)
+    healthy, _, _ = lesioned_arrays(LESION_KINDS[kind], "test", SubjectSplit(1, 1, 1), lesion_rate=1e-9)
+    with_lesion = masks.any(axis=(1, 2))
+    assert 0.3 < with_lesion.mean() < 0.9 and names[0] == "case_003_slice_0.nii.png"
+    assert not masks[healthy == 0].any()  # inside the brain only
+    np.testing.assert_array_equal(slices[~with_lesion], healthy[~with_lesion])
+    ratio = slices[masks].astype(float).mean() / healthy[masks].astype(float).mean()
+    assert (ratio > 1.3) if kind == "bright" else (ratio < 0.7)
+    area = masks.sum(axis=(1, 2))[with_lesion]
+    assert area.min() < 100 and area.max() > 300  # from a few pixels to a few percent of the brain
+    changed = slices != healthy  # the edge is soft: changed pixels reach a little beyond the mask
+    assert changed[masks].mean() > 0.95 and (changed & ~masks).sum() > 0
+
+
+def test_the_same_seed_writes_the_same_lesions_and_slices_without_brain_get_none():
+    rng = np.random.default_rng(0)
+    blank = np.zeros((64, 64), np.uint8)
+    image, mask = insert_lesions(blank, LESION_KINDS["dark"], rng, lesion_rate=1.0)
+    assert not mask.any() and (image == 0).all()
+    first = lesioned_arrays(LESION_KINDS["dark"], "test", SubjectSplit(1, 1, 1))
+    again = lesioned_arrays(LESION_KINDS["dark"], "test", SubjectSplit(1, 1, 1))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_make_lesions_refuses_to_overwrite(lesions, capsys):
+    root = lesions[0].parent
+    assert data_command.main(["make-lesions", str(root), "--subjects", "3,1,1"]) == 2
+    assert f"{lesions[0]} already exists" in capsys.readouterr().err
