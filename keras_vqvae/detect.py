@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, original, anomaly, score in zip(names, originals, maps, result.scores):
         plots.plot_anomaly_overlay(original, anomaly, vmax, out / "overlays" / f"{Path(name).stem}.png",
                                    f"{name}: score {score:.3g}")
-    model_size = [image[..., 0] for image in images]
-    plots.plot_anomaly_summary(np.stack(model_size), result.maps, result.scores, names,
+    plots.plot_anomaly_summary(images[..., 0], result.maps, result.scores, names,
                                max(float(np.percentile(result.maps, 99.9)), 1e-6), out / "summary.png",
                                f"the {min(8, len(names))} highest-scoring of {len(names)} slices of "
                                f"{arguments.images} ({prior_name} prior, threshold {threshold:.2f} bits)")
@@ -165,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if masks is not None:
         metrics = {"images": str(arguments.images), "masks": str(arguments.masks), "slices": len(names),
                    "slices_with_lesions": int(sum(m.any() for m in masks)), "prior": prior_name,
-                   "threshold_bits": threshold, **measured(maps, residual_maps, masks, result.scores, result.residual_scores)}
+                   "threshold_bits": threshold,
+                   **measured(maps, residual_maps, masks, result.scores, result.residual_scores)}
         write_atomically(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         print(json.dumps(metrics))
     return 0

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_vqvae import export, predict
+from keras_vqvae import AnomalySettings, anomaly_maps, export, predict
 from keras_vqvae.priors import CachedSampler, NoiseSampler
 from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.training import RunFolder
@@ -41,7 +41,8 @@ REUSE = textwrap.dedent("""
              reconstructed=model.reconstruct(given["images"]).numpy(),
              served=model.signatures["serving_default"](tf.constant(given["images"]))["output_0"].numpy(),
              sampled=first["images"].numpy(), sampled_indices=first["indices"].numpy(),
-             sampled_again=second["images"].numpy(), spread=model.sample(4, 1)["indices"].numpy())
+             sampled_again=second["images"].numpy(), spread=model.sample(4, 1)["indices"].numpy(),
+             anomaly=model.anomaly(given["images"], 5, np.array([1, 2, -1], np.int32))["maps"].numpy())
 """)
 
 
@@ -55,7 +56,7 @@ def exported(trained_run, tmp_path_factory):
     return vqvae, prior, out
 
 
-def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(exported, tmp_path):
+def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(exported, trained_run, tmp_path):
     vqvae, prior, folder = exported
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(3, SIZE, SIZE, 1)).astype("float32")
@@ -82,6 +83,11 @@ def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(expor
     np.testing.assert_array_equal(got["sampled_indices"], expected)
     np.testing.assert_allclose(got["sampled"], vqvae.decode(expected) + 0.5, atol=1e-5)
     assert got["spread"].shape == (4, *GRID) and got["spread"].min() >= 0 and got["spread"].max() < K
+
+    # anomaly: the maps anomaly_maps makes with the run's threshold and the same seed
+    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")["threshold"]
+    expected = anomaly_maps(vqvae, prior, images, threshold, np.array([1, 2, ANY_POSITION]), AnomalySettings(seed=5))
+    np.testing.assert_allclose(got["anomaly"], expected.maps, atol=1e-6)
 
 
 def test_the_saved_model_samples_any_position_as_the_prior_does(exported):

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        "inserted, and their masks (for python -m keras_vqvae.detect)")
     lesions.add_argument("folder", help="a new or empty folder to write into")
     lesions.add_argument("--kind", choices=list(LESION_KINDS), default="bright",
-                         help="; ".join(f"{kind.name}: {kind.description}" for kind in LESION_KINDS.values()).replace("%", "%%")
+                         help="; ".join(f"{kind.name}: {kind.description}".replace("%", "%%")
+                                        for kind in LESION_KINDS.values())
                               + " (default: bright)")
     lesions.add_argument("--split", choices=SPLITS, default="test", help="the split to insert lesions into (default: "
                                                                         "test; validate, to tune on)")
