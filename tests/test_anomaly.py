@@ -132,6 +132,23 @@ def test_a_slice_whose_codes_are_all_kept_heals_to_its_reconstruction_and_has_an
     assert (result.residual_maps > 0).any()  # the plain residual still shows the reconstruction's error
 
 
+def test_any_prior_that_scores_codes_serves_a_transformer_too(models, lesions):
+    config, vqvae, _ = models
+    images, positions, _ = model_images(lesions[0], config.image_size)
+    keras.utils.set_random_seed(0)
+    grid = tuple(vqvae.encode(images[:1] - 0.5).shape[1:])
+    transformer = CodeTransformer(vqvae.quantizer.num_embeddings, grid, dim=16, layers=1, heads=2, num_classes=32,
+                                  unconditional_rate=0.1)
+    codes = vqvae.encode(images[:3] - 0.5).numpy()
+    nll = transformer.code_nll(codes, positions[:3]).numpy()
+    threshold = float(np.percentile(nll, 75))
+    result = anomaly_maps(vqvae, transformer, images[:3], threshold, positions[:3], AnomalySettings(draws=2))
+    np.testing.assert_array_equal(result.redrawn, nll > threshold)
+    kept = np.broadcast_to(~result.redrawn[:, None], result.healed_codes.shape)
+    np.testing.assert_array_equal(result.healed_codes[kept], np.repeat(codes[:, None], 2, axis=1)[kept])
+    assert (result.maps > 0).any() and result.maps.shape == images[:3, ..., 0].shape
+
+
 def test_maps_depend_on_the_seed_and_the_slices_number_not_on_the_batch(models, lesions):
     config, vqvae, prior = models
     images, positions, _ = model_images(lesions[0], config.image_size)
