@@ -9,8 +9,8 @@ slices (seeded by the run's seed) and is examined as `python -m keras_vqvae.dete
 model's size, brought back to 256 x 256, measured against the masks over all pixels of the split
 (`keras_vqvae.metrics.detection`). Three maps are measured:
 
-* `healed`: the package's anomaly maps, the residual of the prior-healed slices where codes were redrawn;
-* `healed_everywhere`: the same residual over the whole (eroded) brain, not only where codes were redrawn (what
+* `healed`: the package's anomaly maps, the residual of the prior-healed slices near redrawn codes;
+* `healed_everywhere`: the same residual over the whole (eroded) brain, not only near redrawn codes (what
   limiting it to redrawn codes adds);
 * `reconstruction`: the plain residual |x - reconstruction|, masked and smoothed alike: the baseline.
 
@@ -60,7 +60,7 @@ def examine(vqvae, prior, images, positions, threshold, settings, batch_size):
     """anomaly_maps, with its seconds per slice once traced (the first batch is traced and not timed)."""
     anomaly_maps(vqvae, prior, images[:batch_size], threshold, positions[:batch_size], settings, batch_size)
     started = time.perf_counter()
-    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, batch_size, verbose=2)
+    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, batch_size)
     return result, (time.perf_counter() - started) / len(images)
 
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print("the same slices without lesions", file=sys.stderr)
     positions = np.array([number for _ in subjects.case_ids()[arguments.split] for number in range(32)])
     images = model_images(healthy, config.image_size)
-    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, arguments.batch_size, verbose=2)
+    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, arguments.batch_size)
     reconstructed = float(np.mean(brain_ssim(images, result.reconstructions)[0]))
     healed = [float(np.mean(brain_ssim(images, result.healed[:, draw])[0])) for draw in range(settings.draws)]
     results["healthy"] = {"slices": len(images), "brain_ssim_reconstructions": round(reconstructed, 4),

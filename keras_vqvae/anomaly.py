@@ -12,9 +12,9 @@ codes are unlikely under the prior. Following Pinaya et al. (2021, 2022), for sl
             with seeded draws: z~_1 .. z~_D;
 4. compare: the healed slices x~_d = decode(z~_d); the residual r = mean_d |x - x~_d| (Pinaya et al.'s residual
             of the healed reconstruction), kept inside the brain (the slice's foreground, eroded by BRAIN_EROSION
-            pixels so that the outline's own reconstruction error is left out) and where codes were redrawn (the
-            upsampled resampling mask, so that a healthy slice whose codes were all kept has an empty map), then
-            smoothed by a Gaussian of `smoothing` pixels: the anomaly map;
+            pixels so that the outline's own reconstruction error is left out) and near redrawn codes (the resampling
+            mask grown by one code on every side and upsampled, so that a healthy slice whose codes were all kept has
+            an empty map), then smoothed by a Gaussian of `smoothing` pixels: the anomaly map;
 5. summarise: a slice's score is the mean of its anomaly map's highest TOP_FRACTION of brain pixels.
 
 The same maps come from `anomaly_maps`, `python -m keras_vqvae.detect` and an exported SavedModel's `anomaly`
@@ -49,6 +49,8 @@ from keras_vqvae.settings import Check, at_least, between, check_settings, optio
 
 BRAIN_EROSION = 5  # the brain mask is the foreground eroded by a 5x5 window (2 pixels at the model's size)
 TOP_FRACTION = 0.01  # a slice's score: the mean of the highest 1% of its anomaly map inside the brain
+REDRAWN_GROWTH = 3  # the map reaches a 3x3 window of codes around each redrawn one: the decoder spreads a redrawn
+# code's change a few pixels beyond its own block (measured on the validation split: docs/anomaly.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +221,8 @@ class AnomalyDetector:
         healed = tf.reshape(healed, tf.concat([[batch, draws], tf.shape(images)[1:]], 0))  # (batch, D, S, S, 1)
         reconstructions = self.vqvae.decode(codes) + 0.5  # (batch, S, S, 1)
         brain = eroded_brain(images)  # (batch, S, S, 1)
-        redrawn_area = self._upsampled(tf.cast(tf.logical_not(keep), tf.float32))  # (batch, S, S, 1)
+        redrawn = tf.cast(tf.logical_not(keep), tf.float32)[..., None]  # (batch, h, w, 1)
+        redrawn_area = self._upsampled(tf.nn.max_pool2d(redrawn, REDRAWN_GROWTH, 1, "SAME"))  # (batch, S, S, 1)
         residual = tf.reduce_mean(tf.abs(images[:, None] - healed), axis=1)  # (batch, S, S, 1)
         maps = smooth(residual * brain * redrawn_area, sigma)
         residual_maps = smooth(tf.abs(images - reconstructions) * brain, sigma)
@@ -230,9 +233,9 @@ class AnomalyDetector:
                 "residual_maps": residual_maps[..., 0], "residual_scores": top_mean(residual_maps, brain)}
 
     def _upsampled(self, code_maps):
-        """(batch, h, w) -> (batch, S, S, 1): each code's value over the pixels it decodes to."""
+        """(batch, h, w, 1) -> (batch, S, S, 1): each code's value over the pixels it decodes to."""
         factor = self.downsampling
-        return tf.repeat(tf.repeat(code_maps, factor, axis=1), factor, axis=2)[..., None]
+        return tf.repeat(tf.repeat(code_maps, factor, axis=1), factor, axis=2)
 
 
 @dataclasses.dataclass(frozen=True)
