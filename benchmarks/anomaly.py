@@ -35,7 +35,7 @@ import numpy as np
 
 import hardware
 from keras_vqvae import cli
-from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, eroded_brain, smooth, to_input_size
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, smooth, to_input_size
 from keras_vqvae.data import SubjectSplit, SliceSet, make_dataset
 from keras_vqvae.data.lesions import LESION_KINDS, lesioned_arrays
 from keras_vqvae.metrics.detection import auroc, detection_metrics
@@ -56,11 +56,11 @@ def rounded(metrics: dict) -> dict:
     return {key: round(value, 4) for key, value in metrics.items()}
 
 
-def examine(vqvae, prior, images, positions, threshold, settings, batch_size):
-    """anomaly_maps, with its seconds per slice once traced (the first batch is traced and not timed)."""
-    anomaly_maps(vqvae, prior, images[:batch_size], threshold, positions[:batch_size], settings, batch_size)
+def examine(detector, images, positions, batch_size):
+    """The detector's maps, with its seconds per slice once traced (a first batch is traced and not timed)."""
+    detector.examine(images[:batch_size], positions[:batch_size], batch_size)
     started = time.perf_counter()
-    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, batch_size)
+    result = detector.examine(images, positions, batch_size)
     return result, (time.perf_counter() - started) / len(images)
 
 
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = AnomalySettings(draws=arguments.draws, percentile=arguments.percentile)
     threshold = anomaly_calibration(run, arguments.prior, prior, vqvae, settings.percentile, verbose=0)["threshold"]
     subjects = SubjectSplit(*config.synthetic_subjects)
+    detector = AnomalyDetector(vqvae, prior, threshold, settings)
 
     results, figure_rows = {}, {"slice": [], "true mask": [], "plain residual": [], "healed residual": []}
     labels = []
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             healthy = lesioned_arrays(LESION_KINDS[kind], arguments.split, subjects, config.seed, lesion_rate=1e-9)[0]
         positions = np.array([int(name.split("_slice_")[1].split(".")[0]) for name in names])
         images = model_images(pixels, config.image_size)
-        result, seconds = examine(vqvae, prior, images, positions, threshold, settings, arguments.batch_size)
+        result, seconds = examine(detector, images, positions, arguments.batch_size)
         everywhere = smooth(np.abs(images[:, None] - result.healed).mean(axis=1) * eroded_brain(images),
                             settings.smoothing).numpy()[..., 0]
         with_lesion = masks.any(axis=(1, 2))
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print("the same slices without lesions", file=sys.stderr)
     positions = np.array([number for _ in subjects.case_ids()[arguments.split] for number in range(32)])
     images = model_images(healthy, config.image_size)
-    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, arguments.batch_size)
+    result = detector.examine(images, positions, arguments.batch_size)
     reconstructed = float(np.mean(brain_ssim(images, result.reconstructions)[0]))
     healed = [float(np.mean(brain_ssim(images, result.healed[:, draw])[0])) for draw in range(settings.draws)]
     results["healthy"] = {"slices": len(images), "brain_ssim_reconstructions": round(reconstructed, 4),

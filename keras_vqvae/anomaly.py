@@ -39,6 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vqvae.batching import compiled
 from keras_vqvae.errors import InputError
 from keras_vqvae.metrics.image import BRAIN_THRESHOLD
 from keras_vqvae.models.vqvae import VQVAE
@@ -98,10 +99,12 @@ def calibrate_threshold(prior: keras.Model, codes: np.ndarray, positions: np.nda
     """The per-code NLL (bits) that `percentile` percent of the codes of healthy code maps (n, h, w) do not exceed,
     with a few other percentiles for reference: {'threshold', 'percentile', 'codes', 'nll_mean', 'nll_percentiles'}.
     `positions` (n,) are the maps' slice positions for a conditional prior (None for any position)."""
-    nll = np.concatenate([
-        keras.ops.convert_to_numpy(prior.code_nll(codes[i:i + batch_size], _labels(
-            prior, None if positions is None else positions[i:i + batch_size], len(codes[i:i + batch_size]))))
-        for i in range(0, len(codes), batch_size)]).ravel()
+    nll = []
+    for start in range(0, len(codes), batch_size):
+        batch = codes[start:start + batch_size]
+        labels = _labels(prior, None if positions is None else positions[start:start + batch_size], len(batch))
+        nll.append(keras.ops.convert_to_numpy(prior.code_nll(batch, labels)).ravel())
+    nll = np.concatenate(nll)
     shown = (50.0, 90.0, 98.0, 99.0, 99.5, 99.8, 99.9)
     return {"threshold": float(np.percentile(nll, percentile)), "percentile": percentile, "codes": int(nll.size),
             "nll_mean": float(nll.mean()),
@@ -232,6 +235,33 @@ class AnomalyDetector:
                 "reconstructions": reconstructions,
                 "residual_maps": residual_maps[..., 0], "residual_scores": top_mean(residual_maps, brain)}
 
+    def examine(self, images: np.ndarray, positions: np.ndarray | None = None, batch_size: int = 16,
+                verbose: int = 0) -> AnomalyMaps:
+        """`detect` of slices `images` (n, S, S, 1) in [0, 1] at the VQ-VAE's size, batch by batch through one traced
+        graph (`keras_vqvae.batching.compiled`: a detector kept for more slices is not traced again).
+
+        Args:
+            positions: (n,) the slices' positions for a prior conditioned on them (ANY_POSITION where unknown);
+                None: any position.
+            batch_size: slices per step (a matter of speed and memory only): slice i draws with the seeds of slice
+                number i, whatever the batch.
+            verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
+        """
+        images = np.asarray(images, np.float32)
+        check_positions(self.prior, positions)
+        detect = compiled(self.detect)
+        progress = keras.utils.Progbar(len(images), verbose=verbose, unit_name="slice")
+        parts = []
+        for start in range(0, len(images), batch_size):
+            stop = min(start + batch_size, len(images))
+            batch_positions = None if positions is None else tf.constant(np.asarray(positions)[start:stop], tf.int32)
+            parts.append({name: keras.ops.convert_to_numpy(value) for name, value in detect(
+                tf.constant(images[start:stop]), tf.constant(self.settings.seed), tf.constant(start),
+                batch_positions).items()})
+            progress.add(stop - start)
+        return AnomalyMaps(**{name: np.concatenate([part[name] for part in parts]) for name in parts[0]},
+                           threshold=self.threshold)
+
     def _upsampled(self, code_maps):
         """(batch, h, w, 1) -> (batch, S, S, 1): each code's value over the pixels it decodes to."""
         factor = self.downsampling
@@ -258,29 +288,10 @@ def anomaly_maps(vqvae: VQVAE, prior: keras.Model, images: np.ndarray, threshold
                  positions: np.ndarray | None = None, settings: AnomalySettings = AnomalySettings(),
                  batch_size: int = 16, verbose: int = 0) -> AnomalyMaps:
     """Anomaly maps of slices `images` (n, S, S, 1) in [0, 1] at the VQ-VAE's size, with the prior's codes redrawn
-    above `threshold` bits (see the module docstring; `calibrate_threshold` gives a threshold from healthy slices).
-
-    Args:
-        positions: (n,) the slices' positions for a prior conditioned on them (ANY_POSITION where unknown); None:
-            any position.
-        settings: draws, smoothing and seed; slice i draws with the seeds of slice number i, whatever the batch.
-        batch_size: slices per step (a matter of speed and memory only).
-        verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
-    """
-    images = np.asarray(images, np.float32)
-    check_positions(prior, positions)
-    detector = AnomalyDetector(vqvae, prior, threshold, settings)
-    detect = tf.function(detector.detect)
-    progress = keras.utils.Progbar(len(images), verbose=verbose, unit_name="slice")
-    parts = []
-    for start in range(0, len(images), batch_size):
-        stop = min(start + batch_size, len(images))
-        batch_positions = None if positions is None else tf.constant(np.asarray(positions)[start:stop], tf.int32)
-        parts.append({name: keras.ops.convert_to_numpy(value) for name, value in detect(
-            tf.constant(images[start:stop]), tf.constant(settings.seed), tf.constant(start), batch_positions).items()})
-        progress.add(stop - start)
-    return AnomalyMaps(**{name: np.concatenate([part[name] for part in parts]) for name in parts[0]},
-                       threshold=detector.threshold)
+    above `threshold` bits (see the module docstring; `calibrate_threshold` gives a threshold from healthy slices):
+    `AnomalyDetector(vqvae, prior, threshold, settings).examine(images, positions, batch_size, verbose)`, whose
+    detector can be kept to examine more slices without tracing its graph again."""
+    return AnomalyDetector(vqvae, prior, threshold, settings).examine(images, positions, batch_size, verbose)
 
 
 def to_input_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -122,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     prior_name = chosen_prior(run, arguments.prior)
     slices, notes = read_images(arguments.images)  # every image checked before loading anything
     names = [Path(file).name for file in slices.files]
-    sizes = []
+    originals = []  # (H, W) in [0, 1], for the overlays; their shapes are the maps' and the masks' sizes
     for file in slices.files:
         with Image.open(file) as image:
-            sizes.append((image.height, image.width))
+            originals.append(np.asarray(image.convert("L"), np.float32) / 255)
+    sizes = [original.shape for original in originals]
     masks = read_masks(arguments.masks, slices.files, sizes) if arguments.masks else None
     for note in notes:
         print(f"note: {note}")
@@ -142,12 +143,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{threshold:.2f} bits redrawn, {settings.draws} draws each (seed {settings.seed})")
     result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, arguments.batch_size, verbose)
 
-    maps, residual_maps, originals = [], [], []
-    for index, (height, width) in enumerate(sizes):
-        maps.append(to_input_size(result.maps[index:index + 1], height, width)[0])
-        residual_maps.append(to_input_size(result.residual_maps[index:index + 1], height, width)[0])
-        with Image.open(slices.files[index]) as image:
-            originals.append(np.asarray(image.convert("L"), np.float32) / 255)
+    maps = [to_input_size(result.maps[i:i + 1], *size)[0] for i, size in enumerate(sizes)]
+    residual_maps = [to_input_size(result.residual_maps[i:i + 1], *size)[0] for i, size in enumerate(sizes)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(exist_ok=True)
     write_maps(out / "maps.npz", names, maps)

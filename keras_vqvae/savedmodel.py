@@ -109,42 +109,44 @@ class _Endpoints:
     def reconstruct(self, images):
         return self.vqvae.reconstruct(self.model_images(images)) + 0.5
 
+    @staticmethod
+    def checked_seed(seed):
+        return _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
+
+    def checked_positions(self, positions, name: str):
+        """Slice positions (a scalar or (batch,)) once they lie in the prior's range ([-1, classes) with a class
+        for any position), the assertion's message naming the argument `name`."""
+        classes = self.sampler.num_classes
+        lowest = ANY_POSITION if self.sampler.has_null_class else 0
+        in_range = (f"{name} must lie in [{lowest}, {classes}): the slice positions this prior knows"
+                    + (f", or {ANY_POSITION} for any position" if lowest < 0 else ""))
+        return _checked(positions, lambda p: tf.debugging.assert_greater_equal(p, lowest, message=in_range),
+                        lambda p: tf.debugging.assert_less(p, classes, message=in_range))
+
     def sample(self, num_samples, seed, temperature=1.0, condition=None):
         num_samples = _checked(tf.convert_to_tensor(num_samples, tf.int32),
                                lambda n: tf.debugging.assert_positive(n, "num_samples must be >= 1"))
         # A Python int comes in as a constant, which shape inference folds into the ops below before the check runs:
         # a negative one would fail there, saying nothing of num_samples. It never sees one below 0.
         num_samples = tf.maximum(num_samples, 0)
-        seed = _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
+        seed = self.checked_seed(seed)
         temperature = _checked(tf.cast(temperature, tf.float32),
                                lambda t: tf.debugging.assert_positive(t, "temperature must be positive"))
         classes = self.sampler.num_classes
         labels = None
         if classes:
             if condition is not None:
-                lowest = ANY_POSITION if self.sampler.has_null_class else 0
-                in_range = (f"condition must lie in [{lowest}, {classes}): the slice positions this prior knows"
-                            + (f", or {ANY_POSITION} for any position" if lowest < 0 else ""))
-                condition = _checked(condition,
-                                     lambda c: tf.debugging.assert_greater_equal(c, lowest, message=in_range),
-                                     lambda c: tf.debugging.assert_less(c, classes, message=in_range))
+                condition = self.checked_positions(condition, "condition")
             labels = sample_labels(num_samples, classes, condition)
         indices = self.sampler.draw(sample_seeds(seed, 0, num_samples), temperature, labels)
         return {"images": self.vqvae.decode(indices) + 0.5, "indices": indices}
 
     def anomaly(self, images, seed=None, positions=None):
-        seed = AnomalySettings().seed if seed is None else seed
-        seed = _checked(seed, lambda s: tf.debugging.assert_non_negative(s, f"seed must lie in [0, {MAX_SEED}]"))
+        seed = self.checked_seed(AnomalySettings().seed if seed is None else seed)
         images = self.model_images(images) + 0.5  # (batch, S, S, 1) in [0, 1]
-        classes = self.sampler.num_classes
-        if classes and positions is not None:
-            lowest = ANY_POSITION if self.sampler.has_null_class else 0
-            in_range = (f"positions must lie in [{lowest}, {classes}): the slice positions this prior knows"
-                        + (f", or {ANY_POSITION} for any position" if lowest < 0 else ""))
+        if self.sampler.num_classes and positions is not None:
             positions = tf.ensure_shape(positions, (None,), name="expected_positions_of_shape_batch")
-            positions = _checked(positions,
-                                 lambda p: tf.debugging.assert_greater_equal(p, lowest, message=in_range),
-                                 lambda p: tf.debugging.assert_less(p, classes, message=in_range),
+            positions = _checked(self.checked_positions(positions, "positions"),
                                  lambda p: tf.debugging.assert_equal(tf.size(p), tf.shape(images)[0],
                                                                      message="give one position per image"))
         result = self.detector.detect(images, seed, 0, positions)
