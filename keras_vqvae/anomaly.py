@@ -206,9 +206,8 @@ class AnomalyDetector:
 
         Returns a dict: 'maps' (batch, S, S) the anomaly maps; 'scores' (batch,); 'nll' (batch, h, w) bits;
         'redrawn' (batch, h, w) bool; 'healed_codes' (batch, D, h, w); 'healed' (batch, D, S, S, 1) in [0, 1];
-        'reconstructions' (batch, S, S, 1)
-        in [0, 1]; 'residual_maps' (batch, S, S) the plain reconstruction residual, masked and smoothed alike, and
-        'residual_scores' (batch,) summarised alike: the baseline."""
+        'reconstructions' (batch, S, S, 1) in [0, 1]; 'residual_maps' (batch, S, S) the plain reconstruction
+        residual, masked and smoothed alike, and 'residual_scores' (batch,) summarised alike: the baseline."""
         draws, sigma = self.settings.draws, self.settings.smoothing
         batch = tf.shape(images)[0]
         model_images = images - 0.5  # the models' range [-0.5, 0.5]

@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_vqvae import detect
-from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, calibrate_threshold, to_input_size
+from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, calibrate_threshold, to_input_size, top_mean
 from keras_vqvae.data import make_dataset, read_images
 from keras_vqvae.data import __main__ as data_command
 from keras_vqvae.data.lesions import LESION_KINDS, insert_lesions, lesioned_arrays
@@ -158,6 +158,24 @@ def test_maps_depend_on_the_seed_and_the_slices_number_not_on_the_batch(models, 
     np.testing.assert_array_equal(whole.maps, piecewise.maps)
     other_seed = anomaly_maps(vqvae, prior, images[:5], threshold, positions[:5], AnomalySettings(seed=1))
     assert not np.array_equal(other_seed.healed_codes, whole.healed_codes)
+
+
+def test_a_slices_score_is_the_mean_of_its_maps_top_percent_inside_the_brain():
+    brain = np.zeros((2, 20, 20, 1), np.float32)
+    brain[0, :10, :15] = 1  # 150 brain pixels: the top 1% is 2 of them (rounded up)
+    brain[1, :2, :2] = 1  # 4 brain pixels: at least one
+    maps = np.zeros_like(brain)
+    maps[0, 0, :4, 0] = [0.9, 0.7, 0.5, 0.1]
+    maps[1, 1, 1, 0] = 0.3
+    np.testing.assert_allclose(top_mean(tf.constant(maps), tf.constant(brain)), [0.8, 0.3], rtol=1e-6)
+
+
+def test_maps_go_back_onto_non_square_slices_as_the_pipeline_padded_them():
+    model_size = np.zeros((1, 16, 16), np.float32)
+    model_size[:, 4:12, :8] = 1.0  # the left half of a 32 x 64 slice, padded to 64 x 64 and shrunk to 16 x 16
+    back = to_input_size(model_size, 32, 64)
+    assert back.shape == (1, 32, 64)
+    assert back[0, 4:28, 4:28].min() > 0.99 and back[0, 4:28, 36:60].max() < 0.01
 
 
 # --- the metrics -----------------------------------------------------------------------------------------------
