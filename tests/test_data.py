@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import write_slices
 from keras_vqvae import InputError, load_slices, make_dataset, pixel_variance, read_folder
 from keras_vqvae.data import __main__ as data_command
-from keras_vqvae.data import manifest, synthetic
+from keras_vqvae.data import SliceSet, manifest, synthetic
 
 
 @pytest.fixture()
@@ -105,6 +105,16 @@ def test_an_unreadable_png_is_named(tmp_path, subject_slices, damage):
     victim = tmp_path / "case_002_slice_1.nii.png"
     victim.write_bytes(damage(victim.read_bytes()))
     with pytest.raises(InputError, match=r"case_002_slice_1\.nii\.png is not a readable image.*copy it again"):
+        read_folder(tmp_path)
+
+
+def test_a_truncated_jpeg_is_named_before_any_work(tmp_path, subject_slices):
+    for case in (1, 2, 3):
+        for number, pixels in enumerate(subject_slices[:2]):
+            Image.fromarray(pixels).save(tmp_path / f"case_{case:03d}_slice_{number}.jpg", quality=90)
+    victim = tmp_path / "case_002_slice_1.jpg"
+    victim.write_bytes(victim.read_bytes()[:-400])  # cut short: its header and first scan lines still read
+    with pytest.raises(InputError, match=r"case_002_slice_1\.jpg is not a readable image.*copy it again"):
         read_folder(tmp_path)
 
 
@@ -292,3 +302,60 @@ def test_pipelines_shard_by_element_between_workers(oasis_folder):
     codes = make_code_dataset(np.zeros((8, 4, 4), np.int32), 4, training=True, seed=0)
     for dataset in (data, codes):
         assert dataset.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+
+
+def constant_slices(name: str, subjects: int, slices_per_subject: int) -> SliceSet:
+    """A split of `subjects` subjects whose slices (8x8) are all of one grey level: subject s's is s + 1."""
+    case_ids = [f"{case:03d}" for case in range(1, subjects + 1) for _ in range(slices_per_subject)]
+    pixels = np.repeat(np.arange(1, subjects + 1, dtype=np.uint8), slices_per_subject)[:, None, None]
+    return SliceSet(name, tuple(case_ids), tuple(range(slices_per_subject)) * subjects,
+                    pixels=np.broadcast_to(pixels, (len(case_ids), 8, 8)).copy())
+
+
+def test_the_batches_of_one_epoch_mix_subjects_from_the_whole_split():
+    # OASIS-sized: 9,600 slices in name order, subject by subject, more than a shuffle buffer holds
+    train = constant_slices("train", 200, 48)
+    batches = iter(make_dataset(train, 8, 8, training=True, seed=0, cache="none"))
+    first = np.concatenate([next(batches).numpy() for _ in range(20)])  # the first 160 slices of the epoch
+    subjects = np.unique(np.round((first[:, 0, 0, 0] + 0.5) * 255).astype(int))
+    assert subjects.size > 100 and subjects.max() > 180  # drawn from the whole split, the last subjects included
+    again = make_dataset(train, 8, 8, training=True, seed=0, cache="none").take(20)
+    again = np.concatenate([b.numpy() for b in again])
+    np.testing.assert_array_equal(first, again)  # deterministically by the seed
+
+
+def test_a_disk_cache_is_rebuilt_for_other_slices_never_reused(tmp_path, subject_slices):
+    # one --cache prefix, two data folders: the second run must see its own slices, not the first run's
+    write_slices(tmp_path / "first", subject_slices[:4], [1, 2, 3])
+    write_slices(tmp_path / "second", subject_slices[4:8], [1, 2, 3])
+    (tmp_path / "cache").mkdir()
+    prefix = str(tmp_path / "cache" / "cache_")
+
+    def batches(folder, cache):
+        return np.concatenate([b.numpy() for b in make_dataset(read_folder(folder).train, 32, 4, cache=cache)])
+
+    first = batches(tmp_path / "first", prefix)
+    second = batches(tmp_path / "second", prefix)
+    np.testing.assert_array_equal(second, batches(tmp_path / "second", "none"))
+    assert not np.array_equal(first, second)
+    changed = tmp_path / "second" / "case_001_slice_0.nii.png"
+    Image.fromarray(subject_slices[0]).save(changed)  # the same name, new content
+    np.testing.assert_array_equal(batches(tmp_path / "second", prefix), batches(tmp_path / "second", "none"))
+
+
+def test_a_disk_cache_cut_short_by_a_kill_is_neither_read_nor_in_the_way(oasis_folder, tmp_path):
+    slices = load_slices(oasis_folder)
+    (tmp_path / "cache").mkdir()
+    prefix = str(tmp_path / "cache" / "cache_")
+    make_dataset(slices.validate, 32, 4, cache=prefix)
+    whole = sorted((tmp_path / "cache").iterdir())
+    name = whole[0].name.split(".")[0]
+    for file in whole:  # what a run killed while writing the cache of other slices leaves: a lock and part of the data
+        file.unlink()
+    dead = 2**22 + 12345  # above any process id this machine hands out
+    for suffix in (".lockfile", ".data-00000-of-00001", "_0.lockfile"):
+        (tmp_path / "cache" / f"{name}.partial-{dead}-0a1b2c3d{suffix}").write_bytes(b"cut short")
+    cached = np.concatenate([b.numpy() for b in make_dataset(slices.validate, 32, 4, cache=prefix)])
+    np.testing.assert_array_equal(cached, np.concatenate([b.numpy() for b in make_dataset(slices.validate, 32, 4,
+                                                                                          cache="none")]))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [p.name for p in whole]

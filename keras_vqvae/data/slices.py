@@ -15,8 +15,11 @@ training starts, not deep inside it.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import hashlib
 import os
 import re
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -65,6 +68,26 @@ class SliceSet:
             return dataset.map(lambda pixels: tf.image.convert_image_dtype(pixels, tf.float32))
         dataset = tf.data.Dataset.from_tensor_slices(list(self.files))
         return dataset.map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def reordered(self, order: np.ndarray) -> SliceSet:
+        """The same slices in `order` (n,), a permutation of their indices."""
+        return dataclasses.replace(
+            self, case_ids=tuple(self.case_ids[i] for i in order),
+            slice_numbers=tuple(self.slice_numbers[i] for i in order),
+            files=tuple(self.files[i] for i in order) if self.files else (),
+            pixels=None if self.pixels is None else self.pixels[order])
+
+    def fingerprint(self) -> str:
+        """A digest of what the set holds: its name and, per slice in order, the file with its size and modification
+        time, or the pixels held in memory. Another folder, split, order or a changed file gives another one."""
+        digest = hashlib.sha256(f"{self.name}\n".encode())
+        if self.pixels is not None:
+            digest.update(str(self.pixels.shape).encode())
+            digest.update(memoryview(np.ascontiguousarray(self.pixels)).cast("B"))
+        for file in self.files:
+            status = os.stat(file)
+            digest.update(f"{os.path.abspath(file)}|{status.st_size}|{status.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +202,10 @@ def _scan(folder: Path) -> _Scan:
                 sizes[image.size] += 1
                 if not _decodable(image.format, image.mode):
                     undecodable.append(f"{file} holds {image.format} {image.mode} image data")
-                image.verify()  # checks the whole file's structure and checksums without decoding pixels
+                if image.format == "PNG":
+                    image.verify()  # every chunk's checksum, to the end of the file, without decoding pixels
+                else:
+                    image.load()  # JPEG has no checksums to verify: decoding is what finds a file cut short
         except (OSError, SyntaxError, UnidentifiedImageError) as error:
             raise InputError(f"{file} is not a readable image ({error}): copy it again or delete it") from None
     if undecodable:
@@ -261,20 +287,39 @@ def sharded_by_element() -> tf.data.Options:
     return options
 
 
+SHUFFLE_BUFFER = 4096  # slices a training pipeline reshuffles among each epoch, after permuting the whole split
+
+
 def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, training: bool = False,
                  seed: int | None = None, cache: str = "memory") -> tf.data.Dataset:
     """Batches of images (batch, image_size, image_size, 1) float32 in [-0.5, 0.5].
 
-    Images are decoded in parallel (in a fixed order), padded to square, resized with antialiasing, cached after the
-    first pass, shuffled each epoch when `training` (deterministically when `seed` is given), batched and
-    prefetched. `cache` is 'memory', 'none', or a path prefix for files on disk (for data larger than memory:
-    PREFIX<split>_<size>px.*, reused by later runs).
+    Args:
+        slice_set: the slices, decoded in parallel.
+        image_size: S; each slice is padded to a square and resized to S x S with antialiasing.
+        batch_size: images per batch.
+        training: whether the batches are for training: then the whole split is permuted (with `seed`) before it
+            is decoded, so that every batch mixes subjects from the whole split (slices come in name order, subject
+            by subject), and reshuffled each epoch within a buffer of SHUFFLE_BUFFER slices. Otherwise the slices
+            keep their order.
+        seed: the seed of that order; the same seed gives the same batches. None: another order every time.
+        cache: where the decoded, resized slices are kept after the first pass: 'memory', 'none', or a path prefix
+            for files on disk (for data larger than memory), built here, before the first batch, under a name that
+            holds a digest of what they hold (`SliceSet.fingerprint`, the size and the order), so that a later run
+            reuses them only for the same slices and rebuilds them for any others. A cache is written under a
+            temporary name and renamed once complete: one cut short by a kill is never read, nor in the way.
+
+    Returns:
+        A `tf.data.Dataset` of batches, prefetched, sharded by element between workers.
     """
     if len(slice_set) == 0:
         raise InputError(f"the {slice_set.name} split has no slices: give more subjects or another folder")
     if cache not in ("memory", "none"):  # a path prefix: its folder must exist and take the files
+        cache = os.path.expanduser(cache)
         folder_to_write(existing_folder(os.path.dirname(cache) or ".", "--cache folder", "create it, or give --cache "
                                         "memory or none"), "--cache")
+    if training:
+        slice_set = slice_set.reordered(np.random.default_rng(seed).permutation(len(slice_set)))
 
     def normalise(image):  # (H, W, 1) in [0, 1] -> (image_size, image_size, 1) in [-0.5, 0.5]
         height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -287,10 +332,40 @@ def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, train
     if cache == "memory":
         dataset = dataset.cache()
     elif cache != "none":
-        dataset = dataset.cache(f"{cache}{slice_set.name}_{image_size}px")
+        dataset = _cached_on_disk(dataset, f"{cache}{slice_set.name}_{image_size}px_{slice_set.fingerprint()[:16]}")
     if training:
-        dataset = dataset.shuffle(min(len(slice_set), 4096), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(min(len(slice_set), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(sharded_by_element())
+
+
+def _cached_on_disk(dataset: tf.data.Dataset, name: str) -> tf.data.Dataset:
+    """`dataset` read from the disk cache `name` (tf.data's files NAME.index, NAME.data-*), written first when there
+    is none: under NAME.partial-PID-RANDOM, renamed once whole. A partial cache of a run that is no longer running is
+    deleted."""
+    for stale in glob.glob(glob.escape(name) + ".partial-*"):
+        if not _running(stale.rsplit(".partial-", 1)[1].split("-")[0]):
+            os.remove(stale)
+    if not os.path.exists(name + ".index"):
+        temporary = f"{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        dataset.cache(temporary).reduce(0, lambda count, _: count + 1)  # one whole pass writes every file
+        for file in glob.glob(glob.escape(temporary) + ".*"):
+            suffix = file[len(temporary):]
+            if suffix.startswith((".index", ".data-")):
+                os.replace(file, name + suffix)
+            else:  # the writer's lock file
+                os.remove(file)
+    return dataset.cache(name)
+
+
+def _running(pid: str) -> bool:
+    """Whether the process `pid` (digits) is running on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True  # not a number we wrote, or another user's process: leave its files alone
+    return True
 
 
 def pixel_variance(dataset: tf.data.Dataset) -> float:
