@@ -55,8 +55,18 @@ def test_empty_images_are_excluded_from_brain_ssim():
 
 
 def test_psnr_of_a_known_error():
-    x = tf.zeros((1, 16, 16, 1))
-    np.testing.assert_allclose(psnr(x, x + 0.1), 20.0, rtol=1e-4)  # 10 log10(1 / 0.01)
+    x = tf.fill((1, 16, 16, 1), 0.5)
+    values, counted = psnr(x, x + 0.1)
+    np.testing.assert_allclose(values, 20.0, rtol=1e-4)  # 10 log10(1 / 0.01)
+    np.testing.assert_array_equal(counted, 1.0)
+
+
+def test_a_blank_slice_and_an_exact_reconstruction_are_left_out_of_psnr(subject_slices):
+    x = tf.concat([tf.zeros((1, 64, 64, 1)), brain_batch(subject_slices)[:2]], axis=0)  # blank, then two slices
+    reconstructions = tf.concat([x[:2], x[2:] + 0.01], axis=0)  # the blank and the first slice exact
+    values, counted = psnr(x, reconstructions)
+    np.testing.assert_array_equal(counted, [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(values, [0.0, 0.0, 40.0], rtol=1e-4)  # finite: means and JSON files stay finite
 
 
 def test_codebook_usage_and_perplexity_accumulate_over_updates():
@@ -105,3 +115,14 @@ def test_generation_metrics_see_copies_collapse_and_variety(subject_slices):
     unlike = generation_metrics(noise, test, train)
     assert unlike["generated_test_ssim"] < 0.1 and unlike["test_matched_above_0_6"] == 0.0
     assert unlike["diversity_ms_ssim"] < collapsed["diversity_ms_ssim"]
+
+
+def test_pairwise_brain_ssim_is_brain_ssim_of_every_pair(subject_slices):
+    x = brain_batch(subject_slices)  # (4, 64, 64, 1)
+    y = tf.concat([tf.nn.avg_pool2d(x, 3, 1, "SAME"), tf.roll(x, 3, axis=2)], axis=0)  # blurred and shifted: (8, ...)
+    pairs = pairwise_ssim(x, y, region="brain")  # (4, 8): x_a's brain
+    for a in range(4):
+        expected, has_brain = brain_ssim(tf.repeat(x[a:a + 1], 8, axis=0), y)
+        np.testing.assert_array_equal(has_brain, 1.0)
+        np.testing.assert_allclose(pairs[a], expected, atol=2e-5)
+    assert np.ptp(pairs) > 0.1  # pairs that differ, not one figure

@@ -155,3 +155,16 @@ def test_batched_inference_traces_once_and_matches_eager_calls(capsys):
     np.testing.assert_array_equal(codes, model.encode(x).numpy())
     assert len(traces) <= 2  # the ragged last batch may retrace once, with the batch size left open
     assert "3/3" in capsys.readouterr().out  # the progress bar reached the last batch
+
+
+def test_a_blank_slice_reconstructed_exactly_leaves_psnr_finite_and_the_metrics_strict_json():
+    model = small_vqvae()
+    model.compile(optimizer="adam")
+    to_images = model.decoder.get_layer("to_images")
+    to_images.bias.assign(tf.fill(to_images.bias.shape, -10.0))  # decodes black everywhere: a blank slice exactly
+    blank, slices = tf.fill((2, 32, 32, 1), -0.5), images(2)
+    metrics = model.evaluate(tf.concat([blank, slices], 0), batch_size=4, return_dict=True, verbose=0)
+    reconstructions = model.reconstruct(slices) + 0.5
+    expected = tf.image.psnr(slices + 0.5, reconstructions, max_val=1.0)  # the two slices only
+    np.testing.assert_allclose(metrics["psnr"], float(tf.reduce_mean(expected)), rtol=1e-4)
+    json.loads(json.dumps(metrics, allow_nan=False))  # no Infinity, which strict JSON readers refuse

@@ -3,6 +3,7 @@
 The functions take batches of images (batch, height, width, 1) with values in [0, 1] and return one value per image.
 Whole-image SSIM is inflated by the black background around a brain slice: a visibly blurry model scores about 0.90
 on the whole image and 0.75 inside the brain. `brain_ssim` therefore averages the same SSIM map over the brain only.
+Blank slices (no brain pixel) count in whole-image SSIM only: brain SSIM and PSNR leave them out.
 """
 
 from __future__ import annotations
@@ -46,9 +47,17 @@ def brain_ssim(originals: tf.Tensor, reconstructions: tf.Tensor) -> tuple[tf.Ten
     return ssim_scores(originals, reconstructions)[1:]
 
 
-def psnr(originals: tf.Tensor, reconstructions: tf.Tensor) -> tf.Tensor:
-    """Peak signal-to-noise ratio in dB for images in [0, 1], (batch,)."""
-    return tf.image.psnr(originals, reconstructions, max_val=1.0)
+def psnr(originals: tf.Tensor, reconstructions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Peak signal-to-noise ratio in dB of images in [0, 1]: (values (batch,), counted (batch,)).
+
+    A blank slice (no brain pixel, as for brain SSIM) is not counted: it says nothing of the brain, and its
+    reconstruction is often exact, whose PSNR is infinite (an infinite mean, and `Infinity` in a JSON file, which
+    strict readers refuse). Nor is any other exact reconstruction. Such a slice gets value 0 and counted 0: use
+    counted as the sample weight when averaging."""
+    values = tf.image.psnr(originals, reconstructions, max_val=1.0)
+    has_brain = tf.reduce_any(tf.reshape(originals > BRAIN_THRESHOLD, (tf.shape(originals)[0], -1)), axis=1)
+    counted = has_brain & tf.math.is_finite(values)
+    return tf.where(counted, values, tf.zeros_like(values)), tf.cast(counted, tf.float32)
 
 
 def brain_mask(originals: tf.Tensor) -> tf.Tensor:

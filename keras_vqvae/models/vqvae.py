@@ -56,7 +56,7 @@ class VQVAE(keras.Model):
     Tracked metrics: `loss`, `reconstruction_loss`, `vq_loss`, `perplexity`, `codebook_usage` (the last two over the
     whole epoch), in training with a discriminator also `adversarial_loss` (L_G, whatever its weight),
     `discriminator_loss` (L_D) and `adaptive_weight`, and in evaluation `ssim`, `psnr` and `brain_ssim` (see
-    `keras_vqvae.metrics.image`) on images mapped back to [0, 1].
+    `keras_vqvae.metrics.image`: the last two leave blank slices out) on images mapped back to [0, 1].
 
     Reference:
         A. van den Oord, O. Vinyals, K. Kavukcuoglu, "Neural Discrete Representation Learning", NeurIPS 2017.
@@ -173,7 +173,8 @@ class VQVAE(keras.Model):
         ssim, brain_ssim, has_brain = image.ssim_scores(originals, reconstructed)
         self.image_metrics["ssim"].update_state(ssim)
         self.image_metrics["brain_ssim"].update_state(brain_ssim, sample_weight=has_brain)
-        self.image_metrics["psnr"].update_state(image.psnr(originals, reconstructed))
+        psnr, counted = image.psnr(originals, reconstructed)  # blank slices are not counted
+        self.image_metrics["psnr"].update_state(psnr, sample_weight=counted)
         return step_logs(self.metrics)
 
     def compile(self, optimizer="adam", discriminator_optimizer="adam", **kwargs):
