@@ -33,7 +33,7 @@ from keras_vqvae import cli
 from keras_vqvae.data import SubjectSplit, load_slices, make_dataset
 from keras_vqvae.errors import InputError
 from keras_vqvae.metrics.anatomy import AnatomyJudge
-from keras_vqvae.metrics.generation import diversity_ms_ssim, real_sample
+from keras_vqvae.metrics.generation import diversity_ms_ssim, real_sample, spread
 from keras_vqvae.models.vqvae import decode_images
 from keras_vqvae.priors.generation import generate
 from keras_vqvae.training import RunFolder
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in arguments.seeds:
         print(f"samples, seed {seed}", file=sys.stderr)
         generated, _ = generate(vqvae, prior, len(codes), seed=seed, batch_size=64)
-        spread = np.linspace(0, len(generated) - 1, min(64, len(generated))).round().astype(int)
+        shown = spread(len(generated), min(64, len(generated)))  # over the positions
         samples.append({"seed": seed, **{key: round(judged(generated)[key], 4) for key in REPORTED},
-                        "diversity_ms_ssim": round(diversity_ms_ssim(generated[spread]), 4)})
+                        "diversity_ms_ssim": round(diversity_ms_ssim(generated[shown]), 4)})
     baselines = ("fd_real", "fd_reconstructed", "real_position_confidence", "reconstructed_position_confidence")
     print(json.dumps({
         "benchmark": "prior_gap",

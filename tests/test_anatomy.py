@@ -91,3 +91,14 @@ def test_a_judge_of_several_sets_judges_each_alone_as_the_network_and_pairwise_s
     assert without == pytest.approx({key: value for key, value in first.items() if key in without})
     with pytest.raises(ValueError, match=f"at least {judge.count} generated slices"):
         judge(validate[:10])
+
+
+def test_a_judge_given_more_slices_than_it_compares_takes_them_spread_over_the_positions(slices, network):
+    test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
+    judge = AnatomyJudge(network, test, validate, validate, train, count=32)
+    by_position = validate[np.argsort(slices["validate"][1], kind="stable")]  # 96 slices, as generated: by position
+    metrics, predicted = judge(by_position, memorisation=False)
+    spread_subset = by_position[np.linspace(0, len(by_position) - 1, 32).round().astype(int)]
+    assert metrics == pytest.approx(judge(spread_subset, memorisation=False)[0])
+    lowest = np.median(network(by_position[:32], training=False).numpy().argmax(axis=1))
+    assert np.median(predicted["generated"]) > lowest + 8  # the middle positions, not the lowest third

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vqvae.metrics.generation import pairwise_ssim, real_sample
+from keras_vqvae.metrics.generation import pairwise_ssim, real_sample, spread
 
 MEMORISATION_PERCENTILE = 99.0  # a generated slice nearer a training slice than 99% of real test slices are: copied
 
@@ -150,12 +150,13 @@ class AnatomyJudge:
         self.embeddings = {name: _embed(network, images) for name, images in self.references.items()}  # (count, E)
 
     def __call__(self, generated: np.ndarray, memorisation: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-        """The metrics of the first `count` generated slices, and the network's predicted positions of each set;
-        see `anatomy_metrics`. Without `memorisation`, the memorisation figures (the costly part: SSIM against
-        every training slice) are left out."""
+        """The metrics of `count` generated slices spread evenly over `generated` (all of them when there are
+        `count`; slices drawn position after position are then spread over the positions, not the lowest ones), and
+        the network's predicted positions of each set; see `anatomy_metrics`. Without `memorisation`, the
+        memorisation figures (the costly part: SSIM against every training slice) are left out."""
         if len(generated) < self.count:
             raise ValueError(f"need at least {self.count} generated slices, got {len(generated)}")
-        generated = np.asarray(generated[:self.count], np.float32)
+        generated = np.asarray(generated, np.float32)[spread(len(generated), self.count)]
         embeddings = {**self.embeddings, "generated": _embed(self.network, generated)}
         features = _standardised(embeddings, "test")
         fd = {name: frechet_distance(features[name], features["test"])
@@ -200,8 +201,8 @@ def anatomy_metrics(network: SlicePositionNetwork, generated: np.ndarray, test: 
 
     Returns:
         The metrics, and the network's predicted positions {'generated': (count,), 'test': (count,), ...} of each
-        set of `anatomy_slices` slices (the first `count` generated slices), count being the size of the smallest
-        of generated, test and unseen:
+        set of `anatomy_slices` slices (`count` generated slices spread evenly over them), count being the size of
+        the smallest of generated, test and unseen:
 
         * `fd`: Fréchet distance of the generated slices' embeddings to the test slices'; `fd_real` and
           `fd_reconstructed` the same for the two baselines; `fd_ratio_to_real`, `fd_ratio_to_reconstructed` (1 or

@@ -169,6 +169,12 @@ def real_sample(images, count: int, seed: int = 0) -> np.ndarray:
     return np.asarray(images)[np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))]
 
 
+def spread(total: int, count: int) -> np.ndarray:
+    """`count` indices (count,) spread evenly over 0 .. total - 1, from the first to the last (all of them when
+    count == total): a subset of generated slices that covers the positions they were drawn for in order."""
+    return np.linspace(0, total - 1, count).round().astype(int)
+
+
 def diversity_ms_ssim(images) -> float:
     """Mean MS-SSIM over all pairs of distinct images (n >= 2, (n, H, W, 1) in [0, 1]): 1 when all are the same."""
     similarity = pairwise_ms_ssim(images, images)  # (n, n)
