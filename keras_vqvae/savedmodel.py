@@ -242,9 +242,21 @@ def model_card(run: RunFolder, config: TrainConfig, prior: str | None, sampler: 
     if prior and detection_problem(PRIOR_KINDS[prior]) is None and any_position:
         conditions.append("maps = model.anomaly(images)[\"maps\"]  # anomaly maps (16, S, S) of any slices, here "
                           "the samples")
-    made_with = dataclasses.replace(config, prior=prior) if prior else config
+    # The card travels with the model: it names no folder of the machine that made it, only RUN_DIR and DATA.
+    shown_config = dataclasses.replace(config, run_dir="RUN_DIR", data=None if config.data is None else "DATA")
+    made_with = dataclasses.replace(shown_config, prior=prior) if prior else shown_config
     train_command = f"python -m keras_vqvae.train {train_flags(made_with)}".rstrip()
-    export_command = f"python -m keras_vqvae.export {run.path} --out saved_model --prior {prior or 'none'}"
+    export_command = f"python -m keras_vqvae.export RUN_DIR --out saved_model --prior {prior or 'none'}"
+    folders = [(str(run.path.absolute()), "RUN_DIR"), (str(run.path), "RUN_DIR")]
+    if config.data is not None:
+        data = Path(config.data).expanduser()
+        folders = [(str(data.absolute()), "DATA"), (str(data), "DATA"), *folders]
+
+    def without_folders(text: str) -> str:
+        for folder, name in folders:
+            text = text.replace(folder, name)
+        return text
+
     lines = [
         "# keras_vqvae model", "",
         f"A VQ-VAE of {config.image_size}x{config.image_size} brain MRI slices "
@@ -255,9 +267,11 @@ def model_card(run: RunFolder, config: TrainConfig, prior: str | None, sampler: 
         "images = model.sample(16, 0)[\"images\"]  # (16, S, S, 1) float32 in [0, 1]" if prior else
         "codes = model.encode(images)  # images (batch, S, S, 1), uint8 or float32 in [0, 1]", *conditions, "```", "",
         "## Endpoints", "", "```", "\n\n".join(__doc__.split("\n\n")[1:3]), "```", "",
-        "## Data", "", results.get("data", "not recorded"), "",
-        *[f"- {note}" for note in results.get("notes", [])], "",
-        "## Configuration", "", "```json", json.dumps(dataclasses.asdict(config), indent=1), "```", "",
+        "## Data", "", without_folders(results.get("data", "not recorded")), "",
+        *[f"- {without_folders(note)}" for note in results.get("notes", [])], "",
+        "## Configuration", "", "RUN_DIR is the run folder that made the model"
+        + ("" if config.data is None else ", DATA the data folder it was trained on (`--data`)") + ".", "",
+        "```json", json.dumps(dataclasses.asdict(shown_config), indent=1), "```", "",
         "## Measured metrics", "",
     ]
     if "vqvae" in results:

@@ -144,7 +144,10 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     assert "synthetic" in card and "MNI ICBM152" in card
     assert f"ssim {metrics['vqvae']['test']['ssim']:.4g}" in card
     assert f"generated_test_ssim {metrics['pixelcnn']['generation']['generated_test_ssim']:.4g}" in card
-    assert f"python -m keras_vqvae.train --run-dir {trained_run}" in card and "--condition slice" in card
+    assert "python -m keras_vqvae.train --run-dir RUN_DIR --image-size 32 " in card
+    assert "--synthetic-subjects 3,1,1" in card
+    assert "python -m keras_vqvae.export RUN_DIR --out saved_model --prior pixelcnn" in card
+    assert str(trained_run.parent) not in card  # no folder of the machine that made it: the card travels
     assert 'tf.saved_model.load("saved_model")' in card
     assert f"model.sample(16, 0, 1.0, {exported[1].num_classes // 2})" in card
     assert f"(positions 0 to {exported[1].num_classes - 1})" in card
