@@ -45,22 +45,31 @@ def finite_float(text: str) -> float:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
-    """One flag per field of `config_class`: --field-name, typed by its default, with the field's help text."""
+    """One flag per field of `config_class`: --field-name, typed by its default, with the field's help text. A flag
+    left out is left out of the parsed arguments too (see `given_fields`); `config_from_arguments` fills in the
+    field's default."""
     for field in dataclasses.fields(config_class):
         help, default = field.metadata["help"].replace("%", "%%"), field.default
         if isinstance(default, bool):  # a switch, off unless given
-            parser.add_argument(flag(field.name), dest=field.name, action="store_true", help=help)
+            parser.add_argument(flag(field.name), dest=field.name, action="store_true", default=argparse.SUPPRESS,
+                                help=help)
             continue
         parse = argument_type(field.metadata["parse"]) if "parse" in field.metadata else (
             str if default is None else type(default))
         choices = field.metadata.get("choices")
-        parser.add_argument(flag(field.name), dest=field.name, type=parse, default=default, choices=choices,
-                            metavar=None if choices else field.name.upper(),  # argparse then lists the choices
+        parser.add_argument(flag(field.name), dest=field.name, type=parse, default=argparse.SUPPRESS,
+                            choices=choices, metavar=None if choices else field.name.upper(),  # argparse lists choices
                             help=help if default is None else f"{help} (default: {shown(default)})")
 
 
+def given_fields(config_class, arguments: argparse.Namespace) -> set[str]:
+    """The fields of `config_class` whose flags the command line gave."""
+    return {f.name for f in dataclasses.fields(config_class) if hasattr(arguments, f.name)}
+
+
 def config_from_arguments(config_class, arguments: argparse.Namespace):
-    return config_class(**{f.name: getattr(arguments, f.name) for f in dataclasses.fields(config_class)})
+    """The configuration the flags give: each field's flag, or its default where the flag was left out."""
+    return config_class(**{name: getattr(arguments, name) for name in given_fields(config_class, arguments)})
 
 
 def main_with_errors(main: Callable[..., int | None]) -> Callable[..., int]:

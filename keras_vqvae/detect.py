@@ -32,12 +32,14 @@ from keras_vqvae.training.pipeline import anomaly_calibration
 from keras_vqvae.training.run_folder import RunFolder, write_atomically
 
 
+DETECTING_PRIORS = [name for name, kind in PRIOR_KINDS.items() if detection_problem(kind) is None]
+
+
 def chosen_prior(run: RunFolder, name: str | None) -> str:
-    """The prior that makes the maps: `name`, or the one the run exports when it can score codes, else another the
-    run holds that can; an InputError when the run holds none that can, before any model is loaded."""
+    """The prior that makes the maps: `name` (one of DETECTING_PRIORS), or the one the run exports when it can score
+    codes, else another the run holds that can; an InputError when the run holds none that can, before any model is
+    loaded."""
     if name is not None:
-        if detection_problem(PRIOR_KINDS[name]):
-            raise no_detection_error(PRIOR_KINDS[name], run.path)
         return name
     if not run.is_run():
         raise InputError(f"{run.path} is not a run folder made by keras_vqvae.train (it has no "
@@ -73,6 +75,10 @@ def read_masks(folder, files: list[str], sizes: list[tuple[int, int]]) -> list[n
             raise InputError(f"the mask {path} is {mask.shape[1]}x{mask.shape[0]} but its slice is {width}x{height}: "
                              f"give masks of the slices' own size")
         masks.append(mask)
+    if not any(mask.any() for mask in masks):
+        raise InputError(f"none of the {len(masks)} masks in --masks {folder} marks a lesion (a non-zero pixel), so "
+                         f"there is nothing to measure the maps against: give the masks of slices with lesions, or "
+                         f"leave --masks out")
     return masks
 
 
@@ -108,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", metavar="OUT", default=None, help="output folder (default: RUN_DIR/anomaly)")
     parser.add_argument("--masks", metavar="FOLDER", default=None,
                         help="binary PNG lesion masks named like the slices: measure the maps against them")
-    parser.add_argument("--prior", choices=list(PRIOR_KINDS), default=None,
+    parser.add_argument("--prior", choices=DETECTING_PRIORS, default=None,
                         help="the run's prior that scores the codes (default: the one the run exports, when it can)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices examined at once (default: 16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     cli.add_config_arguments(parser, AnomalySettings)
     arguments = parser.parse_args(argv)
     settings = cli.config_from_arguments(AnomalySettings, arguments)
+    if {"threshold", "percentile"} <= cli.given_fields(AnomalySettings, arguments):
+        raise InputError(f"--threshold {settings.threshold} replaces the threshold that --percentile "
+                         f"{settings.percentile} would calibrate: give one of them")
     if arguments.batch_size < 1:
         raise InputError(f"--batch-size {arguments.batch_size} is out of range: give a positive number")
     run = RunFolder(arguments.run_dir)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import sys
 
 from keras_vqvae import cli
+from keras_vqvae.errors import InputError
 from keras_vqvae.savedmodel import export_run
 from keras_vqvae.training.config import TrainConfig
 from keras_vqvae.training.pipeline import STAGES, train
-from keras_vqvae.training.run_folder import RunFolder
+from keras_vqvae.training.run_folder import VQVAE_STAGE, RunFolder
 
 
 @cli.main_with_errors
@@ -29,9 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_config_arguments(parser, TrainConfig)
     arguments = parser.parse_args(argv)
     config = cli.config_from_arguments(TrainConfig, arguments)
+    run = RunFolder(config.run_dir)
+    if arguments.stage == "prior" and "epochs" in cli.given_fields(TrainConfig, arguments):
+        trained = run.checkpoints(VQVAE_STAGE).epochs()
+        if trained and trained != config.epochs:
+            raise InputError(f"--epochs {config.epochs} sets the VQ-VAE's epochs, and --stage prior trains only the "
+                             f"prior, over the run's VQ-VAE of {trained} epochs: leave --epochs out, or train the "
+                             f"VQ-VAE on with --stage all --epochs {config.epochs}")
     verbose = 0 if arguments.quiet else 1 if sys.stdout.isatty() else 2
     results = train(config, arguments.stage, verbose=verbose)
-    run = RunFolder(config.run_dir)
     prior = run.prior_to_export()  # after --stage vqvae too, the prior the run holds for this VQ-VAE
     exported = export_run(run.path, run.export_path, prior)
     print(f"exported the VQ-VAE{'' if prior is None else ' and the ' + prior} as a SavedModel to {exported}")

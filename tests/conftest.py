@@ -37,6 +37,5 @@ def trained_run(tmp_path_factory):
     into it."""
     folder = tmp_path_factory.mktemp("trained") / "run"
     assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder)]) == 0
-    assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder), "--stage", "prior",
-                       "--prior", "dcgan"]) == 0
+    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(folder), "--stage", "prior", "--prior", "dcgan"]) == 0
     return folder

@@ -1,5 +1,7 @@
 """The decoder's adversarial term: the patch discriminator, its losses, and the VQ-VAE that trains with it."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -28,6 +30,15 @@ def test_patch_discriminator_gives_one_logit_per_patch():
     assert logits.shape == (2, 8, 6, 1)
     features = discriminator.features(np.zeros((2, 64, 48, 1), np.float32))
     assert [f.shape[1:] for f in features] == [(32, 24, 8), (16, 12, 16), (8, 6, 32), (8, 6, 1)]
+
+
+@pytest.mark.parametrize("filters", [5, 6, 12])
+def test_any_number_of_filters_builds_a_discriminator_whose_groups_divide_its_channels(filters):
+    discriminator = PatchDiscriminator(filters=filters, stages=3)  # --discriminator-filters 5: 10 and 20 channels
+    assert discriminator(tf.zeros((2, 32, 32, 1))).shape == (2, 4, 4, 1)
+    norms = [layer for block in discriminator.blocks for layer in block
+             if isinstance(layer, keras.layers.GroupNormalization)]
+    assert [norm.groups for norm in norms] == [math.gcd(8, filters * 2), math.gcd(8, filters * 4)]
 
 
 def test_hinge_losses_on_known_logits():

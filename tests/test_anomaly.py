@@ -160,6 +160,49 @@ def test_maps_depend_on_the_seed_and_the_slices_number_not_on_the_batch(models, 
     assert not np.array_equal(other_seed.healed_codes, whole.healed_codes)
 
 
+def window_extreme(masks: np.ndarray, side: int, reduce, fill: float) -> np.ndarray:
+    """Each pixel of masks (n, H, W) replaced by `reduce` (np.max: dilation, np.min: erosion) over the side x side
+    window around it; the window's part outside the image counts as `fill`."""
+    padded = np.pad(masks, ((0, 0), (side // 2,) * 2, (side // 2,) * 2), constant_values=fill)
+    return reduce(np.lib.stride_tricks.sliding_window_view(padded, (side, side), axis=(1, 2)), axis=(-2, -1))
+
+
+def gaussian_smoothed(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """maps (n, H, W) convolved with a sampled, normalised Gaussian of `sigma` pixels (3 sigma each side), zeros
+    beyond the image."""
+    offsets = np.arange(-np.ceil(3 * sigma), np.ceil(3 * sigma) + 1)
+    kernel = np.exp(-offsets ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    along_rows = np.apply_along_axis(lambda line: np.convolve(line, kernel, "same"), 1, maps)
+    return np.apply_along_axis(lambda line: np.convolve(line, kernel, "same"), 2, along_rows)
+
+
+def test_the_map_is_the_healed_residual_inside_the_eroded_brain_near_redrawn_codes_smoothed(models):
+    # a hand-made slice: a grey disc of brain with a bright square in it, on black; worked out again with numpy
+    config, vqvae, prior = models
+    size = config.image_size
+    rows, columns = np.mgrid[:size, :size]
+    disc = (rows - size / 2) ** 2 + (columns - size / 2) ** 2 < (0.4 * size) ** 2
+    images = np.where(disc, 0.45, 0.0)[None, ..., None].repeat(2, axis=0).astype(np.float32)
+    images[0, size // 2:size // 2 + 5, size // 3:size // 3 + 5] = 1.0  # the lesion of the first slice
+    nll = prior.code_nll(vqvae.encode(images - 0.5), np.array([3, 3])).numpy()
+    settings = AnomalySettings(draws=3, smoothing=1.5)
+    result = anomaly_maps(vqvae, prior, images, float(np.percentile(nll, 75)), np.array([3, 3]), settings)
+    assert result.redrawn.any() and (~result.redrawn).any()
+    factor = size // nll.shape[1]
+    np.testing.assert_allclose(result.healed, vqvae.decode(result.healed_codes.reshape(-1, *nll.shape[1:])).numpy()
+                               .reshape(result.healed.shape) + 0.5, atol=1e-6)
+
+    x = images[..., 0]  # (2, S, S)
+    brain = window_extreme((x > 0.5 / 255).astype(float), 5, np.min, fill=1.0)  # foreground eroded by 2 pixels
+    near_redrawn = window_extreme(result.redrawn.astype(float), 3, np.max, fill=0.0)  # grown by one code
+    near_redrawn = np.kron(near_redrawn, np.ones((factor, factor)))  # each code over its pixels
+    residual = np.abs(x[:, None] - result.healed[..., 0]).mean(axis=1)  # mean over the draws of |x - healed|
+    np.testing.assert_allclose(result.maps, gaussian_smoothed(residual * brain * near_redrawn, 1.5), atol=1e-5)
+    plain = np.abs(x - result.reconstructions[..., 0]) * brain
+    np.testing.assert_allclose(result.residual_maps, gaussian_smoothed(plain, 1.5), atol=1e-5)
+
+
 def test_a_slices_score_is_the_mean_of_its_maps_top_percent_inside_the_brain():
     brain = np.zeros((2, 20, 20, 1), np.float32)
     brain[0, :10, :15] = 1  # 150 brain pixels: the top 1% is 2 of them (rounded up)
@@ -300,9 +343,22 @@ def test_a_slice_without_a_mask_is_named(trained_run, lesions, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
+def test_masks_that_mark_no_lesion_are_named_and_nothing_is_written(trained_run, lesions, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for mask in lesions[1].iterdir():
+        Image.fromarray(np.zeros_like(np.asarray(Image.open(mask)))).save(masks / mask.name)
+    error = run_with_error(capsys, trained_run, "--images", lesions[0], "--masks", masks, "--out", tmp_path / "out")
+    assert f"none of the 32 masks in --masks {masks} marks a lesion (a non-zero pixel)" in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_run_without_a_prior_that_scores_codes_is_refused(trained_run, lesions, tmp_path, capsys):
-    error = run_with_error(capsys, trained_run, "--images", lesions[0], "--prior", "dcgan", "--out", tmp_path / "o")
-    assert "the dcgan prior cannot score single codes, so it cannot make anomaly maps" in error
+    with pytest.raises(SystemExit) as exit_:  # not offered: argparse names the choices
+        detect.main([str(trained_run), "--images", str(lesions[0]), "--prior", "dcgan", "--out", str(tmp_path / "o")])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --prior: invalid choice: 'dcgan'" in error
+    assert "pixelcnn" in error.split("choose from")[1] and "dcgan" not in error.split("choose from")[1]
     only_dcgan = tmp_path / "run"
     shutil.copytree(trained_run, only_dcgan)
     (only_dcgan / "pixelcnn.keras").unlink()
@@ -315,6 +371,8 @@ def test_a_run_without_a_prior_that_scores_codes_is_refused(trained_run, lesions
     (["--draws", "0"], "--draws 0 is out of range (it must be at least 1)"),
     (["--threshold", "-1"], "--threshold -1.0 is out of range (it must be positive)"),
     (["--percentile", "100"], "--percentile 100.0 is out of range (it must be between 50.0 and 99.99)"),
+    (["--percentile", "99", "--threshold", "5"], "--threshold 5.0 replaces the threshold that --percentile 99.0 would "
+                                                 "calibrate: give one of them"),
 ])
 def test_bad_flags_are_named(trained_run, lesions, tmp_path, capsys, flags, message):
     error = run_with_error(capsys, trained_run, "--images", lesions[0], "--out", tmp_path / "o", *flags)

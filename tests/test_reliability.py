@@ -339,3 +339,36 @@ def test_a_prior_trained_on_an_earlier_vqvae_is_left_out_of_the_export_with_a_no
     assert "exported the VQ-VAE as a SavedModel" in out
     assert ("note: the run's pixelcnn prior was trained on an earlier VQ-VAE: train it again with --stage prior "
             "--prior pixelcnn to sample with it") in out
+
+
+# --- 7. what bites on real data ----------------------------------------------------------------------------------
+
+def test_a_run_dir_given_with_a_tilde_on_data_whose_test_split_lacks_a_position(tmp_path, capsys, monkeypatch,
+                                                                             subject_slices):
+    # --run-dir=~/x reaches the command with its ~; the test split holds no slice of position 7, which the others have
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = tmp_path / "data"
+    for split, cases in (("train", [1, 2, 3]), ("validate", [4]), ("test", [5])):
+        write_slices(data / f"keras_png_slices_{split}", subject_slices[:7 if split == "test" else 8], cases)
+    assert train.main([*TINY, "--epochs", "1", "--data", str(data), "--run-dir=~/runs/x", "--quiet"]) == 0
+    run = RunFolder(tmp_path / "runs" / "x")
+    assert (run.export_path / "saved_model.pb").exists() and (run.plots / "pixelcnn_by_position.png").exists()
+    assert not Path("~").exists()
+    card = (run.export_path / "README.md").read_text()
+    assert "python -m keras_vqvae.train --data DATA --run-dir RUN_DIR" in card and str(tmp_path) not in card
+
+
+def test_flags_that_would_not_act_are_refused_in_one_line(vqvae_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(vqvae_run, run)
+    config = (run / "config.json").read_text()
+    err = one_line_error(capsys, train.main, [*TINY, "--stage", "prior", "--epochs", "5", "--run-dir", str(run)])
+    assert err == ("error: --epochs 5 sets the VQ-VAE's epochs, and --stage prior trains only the prior, over the "
+                   "run's VQ-VAE of 2 epochs: leave --epochs out, or train the VQ-VAE on with --stage all --epochs "
+                   "5\n")
+    err = one_line_error(capsys, train.main, [*TINY, "--stage", "prior", "--prior", "dcgan", "--condition", "slice",
+                                              "--run-dir", str(run)])
+    assert err.startswith("error: --condition slice: the dcgan prior takes no condition, so its slices could not be "
+                          "asked for a position: use --condition auto or none with it")
+    assert (run / "config.json").read_text() == config and not (run / "pixelcnn_checkpoints").exists()
+

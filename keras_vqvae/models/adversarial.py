@@ -16,10 +16,14 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import layers
 
+NORMALIZATION_GROUPS = 8  # of the discriminator's group normalisation (or their greatest common divisor with
+# the channels, when 8 does not divide them)
 ADAPTIVE_WEIGHT_EPSILON = 1e-4  # VQGAN's delta in eq. 7
 ADAPTIVE_WEIGHT_LIMIT = 1e4  # and the clip of its result
 
@@ -29,7 +33,8 @@ class PatchDiscriminator(keras.Model):
     """Real-or-decoded logits for overlapping patches of a slice.
 
     images (batch, H, W, C) in [-0.5, 0.5] -> `stages` x [4x4 convolution, stride 2, channels F, 2F, 4F...,
-    group normalisation from the second on, LeakyReLU 0.2] -> 3x3 convolution -> logits (batch, H / 2^stages,
+    group normalisation from the second on (8 groups, or the greatest common divisor of 8 and the channels),
+    LeakyReLU 0.2] -> 3x3 convolution -> logits (batch, H / 2^stages,
     W / 2^stages, 1), each seeing a patch of about 2^(stages + 2) pixels. Group normalisation rather than batch
     normalisation: real and decoded slices pass in separate batches, whose statistics would tell them apart.
 
@@ -49,7 +54,8 @@ class PatchDiscriminator(keras.Model):
         for i in range(stages):
             block = [layers.Conv2D(filters * 2 ** i, 4, strides=2, padding="same", name=f"down{i}")]
             if i > 0:
-                block.append(layers.GroupNormalization(groups=min(8, filters * 2 ** i), name=f"norm{i}"))
+                groups = math.gcd(NORMALIZATION_GROUPS, filters * 2 ** i)  # groups must divide the channels
+                block.append(layers.GroupNormalization(groups=groups, name=f"norm{i}"))
             block.append(layers.LeakyReLU(0.2))
             self.blocks.append(block)
         self.to_logits = layers.Conv2D(1, 3, padding="same", dtype="float32", name="to_logits")

@@ -95,6 +95,10 @@ class RunSettings:
             raise InputError("--condition slice does not train under --strategy multi-worker yet (Keras turns the "
                              "(codes, positions) batches into tensors outside the workers' steps): use --condition "
                              "none, or another strategy")
+        if self.condition == "slice" and not PRIOR_KINDS[self.prior].conditional:
+            raise InputError(f"--condition slice: the {self.prior} prior takes no condition, so its slices could "
+                             f"not be asked for a position: use --condition auto or none with it, or a prior that "
+                             f"takes one ({', '.join(k.name for k in PRIOR_KINDS.values() if k.conditional)})")
         if self.adversarial_weight and self.adversarial_start >= self.epochs:
             raise InputError(f"--adversarial-start {self.adversarial_start} is not below --epochs {self.epochs}, so "
                              f"the adversarial term would never act: lower --adversarial-start, or give "

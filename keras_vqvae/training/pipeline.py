@@ -21,7 +21,7 @@ from keras_vqvae.data import (SliceSet, SubjectSplit, extra_synthetic_slices, lo
                               make_dataset, pixel_variance)
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.metrics.anatomy import SlicePositionNetwork, anatomy_metrics, train_position_network
-from keras_vqvae.metrics.generation import collapse_warning, generation_metrics
+from keras_vqvae.metrics.generation import collapse_warning, generation_metrics, spread
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PRIOR_KINDS, PriorContext, PriorKind
 from keras_vqvae.priors.generation import generate
@@ -261,8 +261,8 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     if verbose:
         print(f"comparing {len(generated)} generated slices with the test and training slices")
     train_images = _images(images["train"])
-    spread = np.linspace(0, len(generated) - 1, min(64, len(generated))).round().astype(int)  # spread over positions
-    results["generation"] = {**generation_metrics(generated[spread], test_images, train_images, seed=config.seed),
+    shown = spread(len(generated), min(64, len(generated)))  # over the positions
+    results["generation"] = {**generation_metrics(generated[shown], test_images, train_images, seed=config.seed),
                              "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
     labels = sample_labels(len(generated), context.num_classes).numpy() if context.num_classes else None
     if position_network is not None:
@@ -271,7 +271,7 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     warning = collapse_warning(results["generation"])
     if warning:
         print(f"warning: {warning}")
-    plots.plot_prior_run(kind.name, kind.fit_summary(results["test"]), history, generated[spread],
+    plots.plot_prior_run(kind.name, kind.fit_summary(results["test"]), history, generated[shown],
                          results["generation"], run.plots)
     return results
 
@@ -351,8 +351,9 @@ def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices,
                          f"reconstructions {metrics['reconstructed_position_confidence']:.2f})")
     by_position = labels if labels is not None else predicted["generated"]
     rows = np.linspace(0, num_positions - 1, 8).round().astype(int)
+    real_of_row = [np.flatnonzero(positions["test"] == row) for row in rows]  # a split may lack a position
     plots.plot_by_position(
-        np.stack([test_images[np.flatnonzero(positions["test"] == row)[0]] for row in rows]),
+        [test_images[found[0]] if len(found) else None for found in real_of_row],
         [generated[np.flatnonzero(by_position == row)[:6]] for row in rows], rows,
         run.plots / f"{kind.name}_by_position.png",
         f"{kind.name}: a real test slice, then generated slices of its position "

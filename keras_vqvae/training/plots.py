@@ -159,10 +159,12 @@ def plot_positions(generated: np.ndarray, real: np.ndarray, num_positions: int, 
     figure.savefig(path, dpi=100)
 
 
-def plot_by_position(real: np.ndarray, generated: list[np.ndarray], positions, path: Path, title: str = "") -> None:
+def plot_by_position(real: list[np.ndarray | None], generated: list[np.ndarray], positions, path: Path,
+                     title: str = "") -> None:
     """One row per slice position: a real slice (its first column, framed), then generated slices of that position,
-    as many in every row as the row with the fewest has (a row without any says so). real (rows, H, W, 1) and each
-    of generated (k, H, W, 1) in [0, 1]; positions label the rows."""
+    as many in every row as the row with the fewest has (a row without any says so). Each of real (H, W, 1), or
+    None where no real slice has that position (the row says so), and each of generated (k, H, W, 1), in [0, 1];
+    positions label the rows."""
     per_row = min([len(drawn) for drawn in generated if len(drawn)], default=1)
     columns = 1 + per_row
     title = _wrapped(title, 1.5 * columns)
@@ -175,7 +177,11 @@ def plot_by_position(real: np.ndarray, generated: list[np.ndarray], positions, p
             axis.set_xticks([])
             axis.set_yticks([])
             if column == 0:
-                axis.imshow(original[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                if original is None:
+                    axis.text(0.5, 0.5, "no real slice\nof this position", ha="center", va="center", fontsize=8,
+                              transform=axis.transAxes)
+                else:
+                    axis.imshow(original[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
                 axis.set_ylabel(f"position {position}", fontsize=8)
                 for spine in axis.spines.values():
                     spine.set_color("C0")

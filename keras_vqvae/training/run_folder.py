@@ -193,7 +193,7 @@ class RunFolder:
     """A training run's folder (see the module's docstring for its layout).
 
     Args:
-        path: the folder.
+        path: the folder (a leading ~ is the home folder).
     """
 
     CONFIG_FILE = "config.json"
@@ -203,7 +203,7 @@ class RunFolder:
     EXPORT_FOLDER = "saved_model"
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # --run-dir=~/x reaches us with its ~
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
