@@ -119,6 +119,32 @@ def test_low_temperature_draws_the_most_likely_code():
     np.testing.assert_allclose(np.take_along_axis(logits, codes[..., None], -1)[..., 0], logits.max(-1), rtol=1e-6)
 
 
+CODE_PROBABILITIES = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.1, 0.05, 0.02, 0.03, 0.02, 0.02, 0.01])
+CHI_SQUARED_11_DOF_999 = 31.26  # the 99.9th percentile of the chi-squared distribution with 11 degrees of freedom
+
+
+def chi_squared(codes: np.ndarray, probabilities: np.ndarray) -> float:
+    """Pearson's statistic of the codes' frequencies against `probabilities`."""
+    expected = probabilities * codes.size
+    return float(np.sum(np.square(np.bincount(codes.ravel(), minlength=len(probabilities)) - expected) / expected))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_the_cached_sampler_draws_every_code_with_the_priors_probability(temperature):
+    # a prior whose every position has the same known distribution, whatever the codes before it: only its output
+    # layer's biases speak
+    prior = small_prior(layers=2, kernel_size=3)
+    prior.output_logits.kernel.assign(tf.zeros_like(prior.output_logits.kernel))
+    prior.output_logits.bias.assign(np.log(CODE_PROBABILITIES).astype(np.float32))
+    codes = make_sampler("cached", prior).sample(400, seed=0, temperature=temperature, batch_size=400)  # 12,000
+    tempered = CODE_PROBABILITIES ** (1 / temperature) / np.sum(CODE_PROBABILITIES ** (1 / temperature))
+    assert chi_squared(codes, tempered) < CHI_SQUARED_11_DOF_999
+    shifted = np.roll(tempered, 1)  # what drawing one code off would give
+    assert chi_squared(codes, shifted) > 10 * CHI_SQUARED_11_DOF_999
+    flat = codes.reshape(len(codes), -1)  # the positions of a map are drawn independently here: no shared numbers
+    assert np.mean(flat[:, 1:] == flat[:, :-1]) == pytest.approx(np.sum(tempered ** 2), abs=0.02)
+
+
 def toy_codes(count=64):
     """Code maps that are constant per label: label c -> every code is 2 c + 1."""
     labels = np.arange(count) % 3
