@@ -63,8 +63,6 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
     data_variance = pixel_variance(train_data) if fresh else None  # blank slices stop here
     results = {**run.read_metrics(), "data": slices.summary(), "notes": list(slices.notes)}
     run.write_config(config)  # the first write: everything above has been checked
-    # Trained outside the strategy: a metric's network, on one device, in float32, whatever the run's strategy.
-    position_network = None if stage == "vqvae" else _position_network(config, run, slices, images, verbose)
 
     with precision(config.mixed_precision), strategy.scope():  # models are built and loaded inside
         if stage == "prior":
@@ -77,8 +75,16 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
         if stage != "vqvae":
             kind = PRIOR_KINDS[config.prior]
             with _reporting_divergence(config, run, kind.name):
-                results[kind.name] = _train_prior(config, run, kind, slices, images, vqvae, position_network,
-                                                  verbose)
+                results[kind.name], (generated, labels) = _train_prior(config, run, kind, slices, images, vqvae,
+                                                                       verbose)
+            run.write_metrics(results)
+    if stage != "vqvae":
+        # The judge, trained when it is first needed, outside the strategy: a metric's network, on one device, in
+        # float32, whatever the run's strategy.
+        position_network = _position_network(config, run, slices, images, verbose)
+        if position_network is not None:
+            results[kind.name]["generation"].update(_score_anatomy(config, run, kind, slices, images, vqvae,
+                                                                   position_network, generated, labels, verbose))
             run.write_metrics(results)
     return results
 
@@ -216,8 +222,10 @@ def _code_maps(config: TrainConfig, run: RunFolder, slices, vqvae: VQVAE, vqvae_
 
 
 def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
-                 position_network: SlicePositionNetwork | None, verbose) -> dict:
-    """Trains (or resumes) the prior of `kind` on the VQ-VAE's code maps, then generates and scores new slices."""
+                 verbose) -> tuple[dict, tuple[np.ndarray, np.ndarray | None]]:
+    """Trains (or resumes) the prior of `kind` on the VQ-VAE's code maps, then generates new slices and scores them
+    against real ones (all but their anatomy, see `_score_anatomy`). Returns the results, and the generated slices
+    (n, S, S, 1) in [0, 1] with the slice positions (n,) they were drawn for (None for an unconditional prior)."""
     vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
     codes = _code_maps(config, run, slices, vqvae, vqvae_epochs, verbose)
     settings = config.prior_settings(kind)
@@ -264,16 +272,13 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     shown = spread(len(generated), min(64, len(generated)))  # over the positions
     results["generation"] = {**generation_metrics(generated[shown], test_images, train_images, seed=config.seed),
                              "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
-    labels = sample_labels(len(generated), context.num_classes).numpy() if context.num_classes else None
-    if position_network is not None:
-        results["generation"].update(_score_anatomy(config, run, kind, slices, images, vqvae, position_network,
-                                                    generated, labels, train_images, test_images, verbose))
     warning = collapse_warning(results["generation"])
     if warning:
         print(f"warning: {warning}")
     plots.plot_prior_run(kind.name, kind.fit_summary(results["test"]), history, generated[shown],
                          results["generation"], run.plots)
-    return results
+    labels = sample_labels(len(generated), context.num_classes).numpy() if context.num_classes else None
+    return results, (generated, labels)
 
 
 def anomaly_calibration(run: RunFolder, prior_name: str, prior: keras.Model, vqvae: VQVAE, percentile: float,
@@ -306,15 +311,18 @@ def _position_network(config: TrainConfig, run: RunFolder, slices, images: dict,
         return None
     network = run.load_position_network()
     if network is None:
+        if verbose and config.data is None and config.judge_subjects:
+            print(f"making {config.judge_subjects} further virtual subjects for the slice-position network that "
+                  f"judges the generated slices")
         sets = judge_training_sets(config, slices)
         if verbose:
-            print(f"training a slice-position network on {' and '.join(f'the {s.name} slices' for s in sets)} "
+            print(f"training the slice-position network on {' and '.join(f'the {s.name} slices' for s in sets)} "
                   f"({sum(s.num_subjects for s in sets)} subjects; kept in {run.position_network_path})")
         datasets = [images["train"], *(make_dataset(s, config.image_size, ENCODING_BATCH_SIZE, cache="none")
                                        for s in sets[1:])]  # the training split is decoded already
         network = train_position_network(np.concatenate([_images(dataset) for dataset in datasets]),
                                          np.concatenate([s.slice_numbers for s in sets]), slices.num_positions,
-                                         seed=config.seed)
+                                         seed=config.seed, verbose=_progress(verbose))
         run.save_model("position_network", network)
     return network
 
@@ -330,8 +338,7 @@ def judge_training_sets(config: TrainConfig, slices) -> list[SliceSet]:
 
 
 def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
-                   network: SlicePositionNetwork, generated: np.ndarray, labels: np.ndarray | None,
-                   train_images: np.ndarray, test_images: np.ndarray, verbose) -> dict:
+                   network: SlicePositionNetwork, generated: np.ndarray, labels: np.ndarray | None, verbose) -> dict:
     """The anatomy metrics of the generated slices (see `keras_vqvae.metrics.anatomy`), with their pictures:
     PRIOR_positions.png (predicted positions) and PRIOR_by_position.png (real beside generated slices of 8
     positions; a conditional prior's by the position asked for, another's by the position predicted)."""
@@ -339,7 +346,7 @@ def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices,
     num_positions = network.num_positions
     if verbose:
         print("judging the generated slices' anatomy against the validation and test slices")
-    validate_images = _images(images["validate"])
+    test_images, train_images, validate_images = (_images(images[split]) for split in ("test", "train", "validate"))
     reconstructions = apply_in_batches(vqvae.reconstruct, images["validate"]) + 0.5
     metrics, predicted = anatomy_metrics(network, generated, test_images, validate_images, reconstructions,
                                          train_images, seed=config.seed)
