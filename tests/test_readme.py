@@ -1,6 +1,6 @@
-"""The README is a guide and docs/ the reference, both kept in step with the code: docs/commands.md shows every
-command's --help exactly as the code prints it, the README's package map lists exactly the package's modules, and
-every local link leads somewhere.
+"""The README is a guide and docs/ the reference, both kept in step with the code: the README stays short, in a
+newcomer's order; docs/commands.md shows every command's --help exactly as the code prints it, the package map of
+docs/how-it-works.md lists exactly the package's modules, and every local link leads somewhere.
 
 After changing a flag or its help, rewrite the help blocks of docs/commands.md with
 
@@ -22,6 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 COMMANDS_PAGE = REPO / "docs" / "commands.md"
+HOW_IT_WORKS = REPO / "docs" / "how-it-works.md"
+README_WORDS = 2_500  # a guide a newcomer reads through; the reference and the measurement history go to docs/
 PACKAGE = REPO / "keras_vqvae"
 WIDTH = 100  # columns the help is laid out in, whatever the terminal
 COMMANDS = {  # as shown in docs/commands.md -> (module, arguments)
@@ -101,6 +103,11 @@ def test_the_readme_names_every_prior_and_the_train_flags_that_are_not_configura
     assert "Every flag of `train` but `--stage` and `--quiet`" in readme
 
 
+def test_the_readme_is_a_guide_of_fewer_than_2500_words():
+    words = len(README.read_text().split())
+    assert 500 < words < README_WORDS, f"the README has {words} words: move reference and history to docs/"
+
+
 def test_the_readme_sections_come_in_a_newcomers_order():
     headings = re.findall(r"^## (.+)$", README.read_text(), flags=re.MULTILINE)
     assert headings == ["Set-up on a fresh machine", "Using OASIS", "Python API", "Command line", "Results",
@@ -141,23 +148,23 @@ def test_every_local_link_leads_to_a_file_and_heading_that_exist(page, target):
 
 
 def package_map() -> list[str]:
-    """The paths in the first column of the README's package map, in order."""
-    return MAP_ROW.findall(section(README.read_text(), "How it works"))
+    """The paths in the first column of the package map ("The package" in docs/how-it-works.md), in order."""
+    return MAP_ROW.findall(section(HOW_IT_WORKS.read_text(), "The package"))
 
 
 def test_the_package_map_lists_every_module_once_and_only_modules_that_exist():
     """Every .py file under keras_vqvae/ but the __init__.py files, by its path from the repository's root, and every
     sub-package folder (ending in /); nothing else."""
     listed = package_map()
-    assert len(listed) == len(set(listed)), "the README's package map lists a path twice"
+    assert len(listed) == len(set(listed)), "the package map lists a path twice"
     modules = {path.relative_to(REPO).as_posix() for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
     folders = {path.relative_to(REPO).as_posix() + "/" for path in PACKAGE.rglob("*")
                if path.is_dir() and any(path.glob("*.py"))}
     listed_modules = {path for path in listed if not path.endswith("/")}
-    assert listed_modules == modules, (f"the README's package map misses {sorted(modules - listed_modules)} and "
+    assert listed_modules == modules, (f"the package map misses {sorted(modules - listed_modules)} and "
                                        f"lists {sorted(listed_modules - modules)}, which are not in the package")
     listed_folders = {path for path in listed if path.endswith("/")}
-    assert listed_folders == folders, (f"the README's package map misses the folders {sorted(folders - listed_folders)}"
+    assert listed_folders == folders, (f"the package map misses the folders {sorted(folders - listed_folders)}"
                                        f" and lists {sorted(listed_folders - folders)}, which are not in the package")
 
 
