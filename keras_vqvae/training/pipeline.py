@@ -74,16 +74,17 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
             run.write_metrics(results)
         if stage != "vqvae":
             kind = PRIOR_KINDS[config.prior]
+            real = {name: _images(dataset) for name, dataset in images.items()}  # decoded once for every score
             with _reporting_divergence(config, run, kind.name):
-                results[kind.name], (generated, labels) = _train_prior(config, run, kind, slices, images, vqvae,
+                results[kind.name], (generated, labels) = _train_prior(config, run, kind, slices, real, vqvae,
                                                                        verbose)
             run.write_metrics(results)
     if stage != "vqvae":
         # The judge, trained when it is first needed, outside the strategy: a metric's network, on one device, in
         # float32, whatever the run's strategy.
-        position_network = _position_network(config, run, slices, images, verbose)
+        position_network = _position_network(config, run, slices, real["train"], verbose)
         if position_network is not None:
-            results[kind.name]["generation"].update(_score_anatomy(config, run, kind, slices, images, vqvae,
+            results[kind.name]["generation"].update(_score_anatomy(config, run, kind, slices, images, real, vqvae,
                                                                    position_network, generated, labels, verbose))
             run.write_metrics(results)
     return results
@@ -221,11 +222,12 @@ def _code_maps(config: TrainConfig, run: RunFolder, slices, vqvae: VQVAE, vqvae_
     return codes
 
 
-def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
+def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, real: dict, vqvae: VQVAE,
                  verbose) -> tuple[dict, tuple[np.ndarray, np.ndarray | None]]:
     """Trains (or resumes) the prior of `kind` on the VQ-VAE's code maps, then generates new slices and scores them
-    against real ones (all but their anatomy, see `_score_anatomy`). Returns the results, and the generated slices
-    (n, S, S, 1) in [0, 1] with the slice positions (n,) they were drawn for (None for an unconditional prior)."""
+    against the real ones, `real` (each split's slices, decoded, in [0, 1]), in all but their anatomy (see
+    `_score_anatomy`). Returns the results, and the generated slices (n, S, S, 1) in [0, 1] with the slice positions
+    (n,) they were drawn for (None for an unconditional prior)."""
     vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
     codes = _code_maps(config, run, slices, vqvae, vqvae_epochs, verbose)
     settings = config.prior_settings(kind)
@@ -234,7 +236,7 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     conditional = kind.conditional and (config.condition == "slice" or automatic)
     labels = {s.name: np.array(s.slice_numbers) if conditional else None for s in slices.splits()}
     batch_size = min(settings.batch_size, len(codes["train"])) if kind.drop_remainder else settings.batch_size
-    test_images = _images(images["test"])
+    test_images = real["test"]
     context = PriorContext(
         vqvae=vqvae, grid_shape=codes["train"].shape[1:], seed=config.seed, real_images=test_images,
         num_classes=slices.num_positions if conditional else 0,
@@ -268,7 +270,7 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, i
     sampling_seconds = time.perf_counter() - started
     if verbose:
         print(f"comparing {len(generated)} generated slices with the test and training slices")
-    train_images = _images(images["train"])
+    train_images = real["train"]
     shown = spread(len(generated), min(64, len(generated)))  # over the positions
     results["generation"] = {**generation_metrics(generated[shown], test_images, train_images, seed=config.seed),
                              "temperature": config.temperature, "sampling_seconds": round(sampling_seconds, 1)}
@@ -302,10 +304,11 @@ def anomaly_calibration(run: RunFolder, prior_name: str, prior: keras.Model, vqv
     return calibration
 
 
-def _position_network(config: TrainConfig, run: RunFolder, slices, images: dict,
+def _position_network(config: TrainConfig, run: RunFolder, slices, train_images: np.ndarray,
                       verbose) -> SlicePositionNetwork | None:
     """The run's slice-position network (see `keras_vqvae.metrics.anatomy`): kept in the run folder, else trained on
-    the training slices and kept there. None, with a note, when the file names carry no slice positions."""
+    the training slices (`train_images`, decoded) and kept there. None, with a note, when the file names carry no
+    slice positions."""
     if not slices.carry_positions:
         print("note: the file names carry no slice positions, so generated slices are not judged by position")
         return None
@@ -318,9 +321,8 @@ def _position_network(config: TrainConfig, run: RunFolder, slices, images: dict,
         if verbose:
             print(f"training the slice-position network on {' and '.join(f'the {s.name} slices' for s in sets)} "
                   f"({sum(s.num_subjects for s in sets)} subjects; kept in {run.position_network_path})")
-        datasets = [images["train"], *(make_dataset(s, config.image_size, ENCODING_BATCH_SIZE, cache="none")
-                                       for s in sets[1:])]  # the training split is decoded already
-        network = train_position_network(np.concatenate([_images(dataset) for dataset in datasets]),
+        extra = [_images(make_dataset(s, config.image_size, ENCODING_BATCH_SIZE, cache="none")) for s in sets[1:]]
+        network = train_position_network(np.concatenate([train_images, *extra]),
                                          np.concatenate([s.slice_numbers for s in sets]), slices.num_positions,
                                          seed=config.seed, verbose=_progress(verbose))
         run.save_model("position_network", network)
@@ -337,8 +339,9 @@ def judge_training_sets(config: TrainConfig, slices) -> list[SliceSet]:
                                                  config.seed)]
 
 
-def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, vqvae: VQVAE,
-                   network: SlicePositionNetwork, generated: np.ndarray, labels: np.ndarray | None, verbose) -> dict:
+def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, images: dict, real: dict,
+                   vqvae: VQVAE, network: SlicePositionNetwork, generated: np.ndarray, labels: np.ndarray | None,
+                   verbose) -> dict:
     """The anatomy metrics of the generated slices (see `keras_vqvae.metrics.anatomy`), with their pictures:
     PRIOR_positions.png (predicted positions) and PRIOR_by_position.png (real beside generated slices of 8
     positions; a conditional prior's by the position asked for, another's by the position predicted)."""
@@ -346,10 +349,10 @@ def _score_anatomy(config: TrainConfig, run: RunFolder, kind: PriorKind, slices,
     num_positions = network.num_positions
     if verbose:
         print("judging the generated slices' anatomy against the validation and test slices")
-    test_images, train_images, validate_images = (_images(images[split]) for split in ("test", "train", "validate"))
+    test_images = real["test"]
     reconstructions = apply_in_batches(vqvae.reconstruct, images["validate"]) + 0.5
-    metrics, predicted = anatomy_metrics(network, generated, test_images, validate_images, reconstructions,
-                                         train_images, seed=config.seed)
+    metrics, predicted = anatomy_metrics(network, generated, test_images, real["validate"], reconstructions,
+                                         real["train"], seed=config.seed)
     plots.plot_positions(predicted["generated"], predicted["test"], num_positions,
                          run.plots / f"{kind.name}_positions.png",
                          f"{kind.name}: predicted positions, entropy {metrics['position_entropy_bits']:.2f} bits "
