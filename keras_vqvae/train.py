@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars or stage messages, for scripts: only notes, warnings and the final "
                              "figures")
+    parser.add_argument("--no-export", action="store_true",
+                        help="leave out the SavedModel export at the end (python -m keras_vqvae.export RUN_DIR "
+                             "makes it later)")
     cli.add_config_arguments(parser, TrainConfig)
     arguments = parser.parse_args(argv)
     config = cli.config_from_arguments(TrainConfig, arguments)
@@ -39,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                              f"VQ-VAE on with --stage all --epochs {config.epochs}")
     verbose = 0 if arguments.quiet else 1 if sys.stdout.isatty() else 2
     results = train(config, arguments.stage, verbose=verbose)
-    prior = run.prior_to_export()  # after --stage vqvae too, the prior the run holds for this VQ-VAE
-    exported = export_run(run.path, run.export_path, prior)
-    print(f"exported the VQ-VAE{'' if prior is None else ' and the ' + prior} as a SavedModel to {exported}")
+    if not arguments.no_export:
+        prior = run.prior_to_export()  # after --stage vqvae too, the prior the run holds for this VQ-VAE
+        exported = export_run(run.path, run.export_path, prior)
+        print(f"exported the VQ-VAE{'' if prior is None else ' and the ' + prior} as a SavedModel to {exported}")
     for outdated in run.outdated_priors():
         print(f"note: the run's {outdated} prior was trained on an earlier VQ-VAE: train it again with --stage prior "
               f"--prior {outdated} to sample with it")
