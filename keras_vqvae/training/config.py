@@ -66,6 +66,8 @@ class RunSettings:
     judge_subjects: int = option(144, "with the embedded data: further virtual subjects, in no split, that the "
                                       "slice-position network judging generated slices learns beside the training "
                                       "split (0: the training split alone, as always with --data)", at_least(0))
+    judge_epochs: int = option(15, "training epochs of that slice-position network (fewer: a quicker, less sure "
+                                   "judge)", at_least(1), resumable=True)
     prior: str = option("pixelcnn", "which prior learns the codes: " + "; ".join(
         f"{kind.name}, {kind.description}" for kind in PRIOR_KINDS.values()) + ". A run folder can hold one of "
         "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS), resumable=True)
