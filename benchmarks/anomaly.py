@@ -41,7 +41,7 @@ from keras_vqvae.data.lesions import LESION_KINDS, lesioned_arrays
 from keras_vqvae.metrics.detection import auroc, detection_metrics
 from keras_vqvae.metrics.image import brain_ssim
 from keras_vqvae.training import RunFolder, plots
-from keras_vqvae.training.pipeline import anomaly_calibration
+from keras_vqvae.calibration import run_calibration
 
 FIGURE_ROWS = 3  # lesioned slices per kind in the figure
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunFolder(arguments.run_dir)
     config, vqvae, prior = run.load(arguments.prior)
     settings = AnomalySettings(draws=arguments.draws, percentile=arguments.percentile)
-    threshold = anomaly_calibration(run, arguments.prior, prior, vqvae, settings.percentile, verbose=0)["threshold"]
+    threshold = run_calibration(run, arguments.prior, prior, settings.percentile, verbose=0)["threshold"]
     subjects = SubjectSplit(*config.synthetic_subjects)
     detector = AnomalyDetector(vqvae, prior, threshold, settings)
 

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     run = RunFolder(arguments.run_dir)
     config, vqvae, prior = run.load(arguments.prior)
-    network = run.load_position_network()
+    network, _ = run.load_position_network()
     if network is None:
         raise InputError(f"{run.path} has no position network (its slices' file names carry no positions), so its "
                          f"samples cannot be judged by anatomy: give a run trained on slices with positions")

@@ -63,7 +63,7 @@ def measure(model_name: str, size: int, variant: str, steps: int, warmup: int) -
             data = rng.integers(0, config.num_embeddings, (batch_size, side, side)).astype("int32")
             context = PriorContext(vqvae=build_vqvae(config, data_variance=0.1, steps_per_epoch=1),
                                    grid_shape=(side, side), num_classes=0, steps_per_epoch=warmup + steps,
-                                   real_images=np.zeros((0, size, size, 1), "float32"), seed=0)
+                                   validation_images=np.zeros((0, size, size, 1), "float32"), seed=0)
             model = build_prior(config, kind, context)
         model.jit_compile = variant == "xla"
         batches = tf.data.Dataset.from_tensors(data).repeat()

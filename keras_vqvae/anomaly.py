@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.batching import compiled
+from keras_vqvae.calibration import CALIBRATION_PERCENTILE, prior_labels
 from keras_vqvae.errors import InputError
 from keras_vqvae.metrics.image import BRAIN_THRESHOLD
 from keras_vqvae.models.vqvae import VQVAE
@@ -64,7 +65,7 @@ class AnomalySettings:
     threshold: float | None = option(None, "per-code NLL in bits above which a code is redrawn (default: the run's "
                                            "calibrated threshold, the --percentile of its validation slices' codes)",
                                      Check(lambda bits: bits is None or bits > 0, "positive"), parse=float)
-    percentile: float = option(99.8, "the percentile of the validation slices' per-code NLL that calibrates the "
+    percentile: float = option(CALIBRATION_PERCENTILE, "the percentile of the validation slices' per-code NLL that calibrates the "
                                      "threshold: codes less likely than this share of healthy codes are redrawn",
                                between(50.0, 99.99))
     draws: int = option(4, "healed code maps drawn per slice; the anomaly map averages their residuals", at_least(1))
@@ -92,33 +93,6 @@ def no_detection_error(kind: PriorKind, run_dir="RUN_DIR") -> InputError:
     return InputError(f"the {kind.name} prior {detection_problem(kind)}, so it cannot make anomaly maps: train a "
                       f"pixelcnn or transformer prior on the run (python -m keras_vqvae.train --run-dir {run_dir} "
                       f"--stage prior --prior pixelcnn) and use that")
-
-
-def calibrate_threshold(prior: keras.Model, codes: np.ndarray, positions: np.ndarray | None, percentile: float,
-                        batch_size: int = 64) -> dict:
-    """The per-code NLL (bits) that `percentile` percent of the codes of healthy code maps (n, h, w) do not exceed,
-    with a few other percentiles for reference: {'threshold', 'percentile', 'codes', 'nll_mean', 'nll_percentiles'}.
-    `positions` (n,) are the maps' slice positions for a conditional prior (None for any position)."""
-    nll = []
-    for start in range(0, len(codes), batch_size):
-        batch = codes[start:start + batch_size]
-        labels = _labels(prior, None if positions is None else positions[start:start + batch_size], len(batch))
-        nll.append(keras.ops.convert_to_numpy(prior.code_nll(batch, labels)).ravel())
-    nll = np.concatenate(nll)
-    shown = (50.0, 90.0, 98.0, 99.0, 99.5, 99.8, 99.9)
-    return {"threshold": float(np.percentile(nll, percentile)), "percentile": percentile, "codes": int(nll.size),
-            "nll_mean": float(nll.mean()),
-            "nll_percentiles": {f"{p:g}": float(np.percentile(nll, p)) for p in shown}}
-
-
-def _labels(prior: keras.Model, positions, count):
-    """The prior's class labels (count,) int32 of slice positions (count,) (ANY_POSITION: the null class), or None
-    for an unconditional prior. None for positions means any position."""
-    classes = getattr(prior, "num_classes", 0)
-    if not classes:
-        return None
-    positions = tf.fill([count], ANY_POSITION) if positions is None else tf.cast(positions, tf.int32)
-    return tf.where(positions == ANY_POSITION, classes, positions)
 
 
 def check_positions(prior: keras.Model, positions: np.ndarray | None) -> None:
@@ -185,17 +159,18 @@ class AnomalyDetector:
     Args:
         vqvae: the trained VQ-VAE.
         prior: a prior over its code maps that can score codes and redraw them (see `detection_problem`).
-        threshold: per-code NLL in bits above which a code is redrawn.
-        settings: draws, smoothing and seed (its own threshold is ignored).
+        threshold: per-code NLL in bits above which a code is redrawn; None takes `settings.threshold`. Give it in
+            one of the two places (`keras_vqvae.calibration.calibrate_threshold` gives one from healthy slices).
+        settings: draws, smoothing, seed, and the threshold when `threshold` is None.
     """
 
-    def __init__(self, vqvae: VQVAE, prior: keras.Model, threshold: float, settings: AnomalySettings):
+    def __init__(self, vqvae: VQVAE, prior: keras.Model, threshold: float | None = None,
+                 settings: AnomalySettings = AnomalySettings()):
         kind = kind_of(prior)
         if detection_problem(kind):
             raise no_detection_error(kind)
-        if not threshold > 0 or not math.isfinite(threshold):
-            raise InputError(f"the anomaly threshold must be a positive number of bits, got {threshold}")
-        self.vqvae, self.prior, self.threshold, self.settings = vqvae, prior, float(threshold), settings
+        threshold = _one_threshold(threshold, settings.threshold)
+        self.vqvae, self.prior, self.threshold, self.settings = vqvae, prior, threshold, settings
         self.sampler = make_sampler(None, prior)
         self.downsampling = vqvae.encoder.downsampling
 
@@ -211,7 +186,7 @@ class AnomalyDetector:
         draws, sigma = self.settings.draws, self.settings.smoothing
         batch = tf.shape(images)[0]
         model_images = images - 0.5  # the models' range [-0.5, 0.5]
-        labels = _labels(self.prior, positions, batch)
+        labels = prior_labels(self.prior, positions, batch)
         codes = self.vqvae.encode(model_images)  # (batch, h, w)                                     step 1
         nll = self.prior.code_nll(codes, labels)  # (batch, h, w) bits                              step 2
         keep = nll <= self.threshold  # (batch, h, w)
@@ -283,14 +258,48 @@ class AnomalyMaps:
     threshold: float
 
 
-def anomaly_maps(vqvae: VQVAE, prior: keras.Model, images: np.ndarray, threshold: float,
+def anomaly_maps(vqvae: VQVAE, prior: keras.Model, images: np.ndarray, threshold: float | None = None,
                  positions: np.ndarray | None = None, settings: AnomalySettings = AnomalySettings(),
                  batch_size: int = 16, verbose: int = 0) -> AnomalyMaps:
-    """Anomaly maps of slices `images` (n, S, S, 1) in [0, 1] at the VQ-VAE's size, with the prior's codes redrawn
-    above `threshold` bits (see the module docstring; `calibrate_threshold` gives a threshold from healthy slices):
-    `AnomalyDetector(vqvae, prior, threshold, settings).examine(images, positions, batch_size, verbose)`, whose
-    detector can be kept to examine more slices without tracing its graph again."""
+    """Anomaly maps of slices, the prior's unlikely codes redrawn as healthy (see the module docstring).
+
+    `AnomalyDetector(vqvae, prior, threshold, settings).examine(images, positions, batch_size, verbose)`; keep such a
+    detector to examine more slices without tracing its graph again.
+
+    Args:
+        vqvae: the trained VQ-VAE.
+        prior: a prior over its code maps that scores codes and redraws them (a `GatedPixelCNN` or a
+            `CodeTransformer`).
+        images: slices (n, S, S, 1) float32 in [0, 1] at the VQ-VAE's size.
+        threshold: per-code NLL in bits above which a code is redrawn, or None to take `settings.threshold`;
+            `keras_vqvae.calibration.calibrate_threshold` gives one from healthy slices.
+        positions: (n,) the slices' positions for a prior conditioned on them (ANY_POSITION where unknown); None:
+            any position.
+        settings: draws, smoothing, seed (and the threshold when `threshold` is None).
+        batch_size: slices per step (a matter of speed and memory only).
+        verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
+
+    Returns:
+        `AnomalyMaps` of numpy arrays: maps (n, S, S), scores (n,), nll (n, h, w) bits, redrawn (n, h, w) bool,
+        healed_codes (n, D, h, w), healed (n, D, S, S, 1), reconstructions (n, S, S, 1), residual_maps (n, S, S)
+        and residual_scores (n,) of the plain reconstruction residual, and the threshold used.
+    """
     return AnomalyDetector(vqvae, prior, threshold, settings).examine(images, positions, batch_size, verbose)
+
+
+def _one_threshold(given: float | None, in_settings: float | None) -> float:
+    """The threshold given as an argument or in the settings: an InputError when both are given and differ, or
+    neither is, or it is not a positive number of bits."""
+    if given is not None and in_settings is not None and float(given) != float(in_settings):
+        raise InputError(f"two anomaly thresholds were given, {given} and settings.threshold {in_settings}: give "
+                         f"one of them")
+    threshold = given if given is not None else in_settings
+    if threshold is None:
+        raise InputError("no anomaly threshold was given: pass threshold=, or AnomalySettings(threshold=...); "
+                         "keras_vqvae.calibration.calibrate_threshold gives one from healthy slices")
+    if not threshold > 0 or not math.isfinite(threshold):
+        raise InputError(f"the anomaly threshold must be a positive number of bits, got {threshold}")
+    return float(threshold)
 
 
 def to_input_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:

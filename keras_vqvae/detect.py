@@ -27,8 +27,8 @@ from keras_vqvae.data import make_dataset, read_images
 from keras_vqvae.errors import InputError, existing_folder, folder_to_write
 from keras_vqvae.metrics.detection import detection_metrics
 from keras_vqvae.priors import PRIOR_KINDS
-from keras_vqvae.training import plots
-from keras_vqvae.training.pipeline import anomaly_calibration
+from keras_vqvae import plots
+from keras_vqvae.calibration import run_calibration
 from keras_vqvae.training.run_folder import RunFolder, write_atomically
 
 
@@ -51,7 +51,7 @@ def chosen_prior(run: RunFolder, name: str | None) -> str:
             raise InputError(f"{run.path} holds no trained prior: train one with python -m keras_vqvae.train "
                              f"--run-dir {run.path} --stage prior --prior pixelcnn")
         raise no_detection_error(PRIOR_KINDS[held[0]], run.path)
-    exported = run.prior_to_export()
+    exported = run.current_prior()
     return exported if exported in able else able[0]
 
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = 0 if arguments.quiet else 1
     threshold = settings.threshold
     if threshold is None:
-        threshold = anomaly_calibration(run, prior_name, prior, vqvae, settings.percentile, verbose)["threshold"]
+        threshold = run_calibration(run, prior_name, prior, settings.percentile, verbose)["threshold"]
     dataset = make_dataset(slices, config.image_size, arguments.batch_size)
     images = np.concatenate([batch.numpy() for batch in dataset]) + 0.5  # (n, S, S, 1) in [0, 1]
     print(f"examining {len(images)} slices of {arguments.images} with the {prior_name} prior: codes above "

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                              "the prior trained last, else another the run holds that was trained on its VQ-VAE)")
     arguments = parser.parse_args(argv)
     if arguments.prior is None:
-        prior = RunFolder(arguments.run_dir).prior_to_export()
+        prior = RunFolder(arguments.run_dir).current_prior()
     else:
         prior = None if arguments.prior == "none" else arguments.prior
     out = export_run(arguments.run_dir, arguments.out, prior)

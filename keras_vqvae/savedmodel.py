@@ -50,7 +50,7 @@ from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
 from keras_vqvae.settings import flag, shown
 from keras_vqvae.training.config import TrainConfig
-from keras_vqvae.training.pipeline import anomaly_calibration
+from keras_vqvae.calibration import run_calibration
 from keras_vqvae.training.run_folder import RunFolder
 
 ANOMALY_OUTPUTS = ("maps", "scores", "nll", "healed", "residual_maps")
@@ -193,7 +193,7 @@ def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = Non
 def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -> Path:
     """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn',
     'transformer', 'dcgan') as a SavedModel into `out` (None: RUN_DIR/saved_model), with a model card README.md;
-    returns `out`. `RunFolder.prior_to_export()` names the prior `train` and `export` choose by default.
+    returns `out`. `RunFolder.current_prior()` names the prior `train` and `export` choose by default.
 
     An existing SavedModel in `out` is replaced only once the new one is written; a file, or any other non-empty
     folder, is refused before anything is loaded."""
@@ -204,7 +204,7 @@ def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -
     config, vqvae, model = run.load(prior)
     threshold = None
     if model is not None and detection_problem(kind_of(model)) is None:
-        threshold = anomaly_calibration(run, prior, model, vqvae, AnomalySettings().percentile)["threshold"]
+        threshold = run_calibration(run, prior, model, verbose=0)["threshold"]
     archive = build_archive(vqvae, config.image_size, model, threshold)
     temporary = out.with_name(out.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)

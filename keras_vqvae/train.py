@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = 0 if arguments.quiet else 1 if sys.stdout.isatty() else 2
     results = train(config, arguments.stage, verbose=verbose)
     if not arguments.no_export:
-        prior = run.prior_to_export()  # after --stage vqvae too, the prior the run holds for this VQ-VAE
+        prior = run.current_prior()  # after --stage vqvae too, the prior the run holds for this VQ-VAE
         exported = export_run(run.path, run.export_path, prior)
         print(f"exported the VQ-VAE{'' if prior is None else ' and the ' + prior} as a SavedModel to {exported}")
     for outdated in run.outdated_priors():

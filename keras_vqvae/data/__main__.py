@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from keras_vqvae import cli
-from keras_vqvae.training import plots
+from keras_vqvae import plots
 from keras_vqvae.data.lesions import LESION_KINDS, image_folder, mask_folder, write_lesions
 from keras_vqvae.data.manifest import verify_copy
 from keras_vqvae.data.synthetic import ANNOUNCEMENT, SPLITS, SubjectSplit, write_sample

@@ -277,7 +277,8 @@ class DiversityMonitor(keras.callbacks.Callback):
 
     Args:
         vqvae: decodes the prior's code maps.
-        real_images: real slices (n, H, W, 1) in [0, 1]; `num_samples` of them give the real figure to compare with.
+        real_images: real slices (n, H, W, 1) in [0, 1] that are not trained on (the validation split);
+            `num_samples` of them give the real figure to compare with.
         num_samples: slices generated each epoch. Default 32.
         seed: seed of those slices and of the choice of real ones. Default 0.
         sampler: the `Sampler` class that draws from the prior being trained. Default `NoiseSampler`.
@@ -335,4 +336,4 @@ DCGAN = PriorKind(
     settings=DCGANSettings, build=build_dcgan,
     samplers=(NoiseSampler,), default_sampler=NoiseSampler.name, drop_remainder=True,  # no tiny batch for batch norm
     grid_problem=grid_problem,
-    callbacks=lambda context: [DiversityMonitor(context.vqvae, context.real_images, seed=context.seed)])
+    callbacks=lambda context: [DiversityMonitor(context.vqvae, context.validation_images, seed=context.seed)])

@@ -26,7 +26,9 @@ class PriorContext:
         grid_shape: (h, w) of the code maps.
         num_classes: class labels (slice positions) to condition on; 0 for none.
         steps_per_epoch: training steps in one epoch, for learning-rate schedules.
-        real_images: real test slices (n, H, W, 1) in [0, 1], for callbacks that compare samples with them.
+        validation_images: the validation slices (n, H, W, 1) in [0, 1], for callbacks that compare samples with
+            real slices while the prior trains (never the test split: nothing that steers or watches training may
+            see it).
         seed: the run's seed.
     """
 
@@ -34,7 +36,7 @@ class PriorContext:
     grid_shape: tuple[int, int]
     num_classes: int
     steps_per_epoch: int
-    real_images: np.ndarray
+    validation_images: np.ndarray
     seed: int
 
 

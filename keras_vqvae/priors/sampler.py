@@ -101,6 +101,11 @@ class Sampler:
         advance(int(np.prod(codes.shape)))
         return codes
 
+    def labels(self, num_samples: int, condition: int | None = None):
+        """The class labels (num_samples,) int32 that `sample` draws maps of (see `sample_labels`), or None for an
+        unconditional prior."""
+        return sample_labels(num_samples, self.num_classes, condition) if self.num_classes else None
+
     def sample(self, num_samples: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 8,
                condition: int | None = None, verbose: int = 0) -> np.ndarray:
         """Code maps (num_samples, h, w) int32.
@@ -118,7 +123,7 @@ class Sampler:
         check_sampling_arguments(self.num_classes, num_samples, seed, temperature, batch_size, condition,
                                  self.has_null_class)
         h, w = self.prior.grid_shape
-        labels = sample_labels(num_samples, self.num_classes, condition) if self.num_classes else None
+        labels = self.labels(num_samples, condition)
         progress = keras.utils.Progbar(num_samples * h * w, verbose=verbose, unit_name="code")
         batches = []
         for start in range(0, num_samples, batch_size):

@@ -9,7 +9,7 @@ from typing import Callable
 
 import keras
 
-from keras_vqvae.training.run_folder import CheckpointFolder
+from keras_vqvae.training.checkpoints import CheckpointFolder
 
 
 class Diverged(Exception):

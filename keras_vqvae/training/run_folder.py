@@ -28,10 +28,10 @@ and its state file (its copy replaces it).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
-import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -41,152 +41,19 @@ import numpy as np
 
 from keras_vqvae.errors import InputError
 from keras_vqvae.priors import PRIOR_KINDS
+from keras_vqvae.training.checkpoints import (CheckpointFolder, damage, load_model_file, save_atomically,
+                                             write_atomically)
 from keras_vqvae.training.config import TrainConfig
 
 VQVAE_STAGE = "vqvae"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """`text` into `path`, replacing it only once the whole text is written."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+@dataclasses.dataclass(frozen=True)
+class KeptCodes:
+    """The code maps a run keeps: each split's (n, h, w) int32, and each split's slice positions (n,) int32."""
 
-
-def save_atomically(model: keras.Model, path: Path) -> None:
-    """`model` into the .keras file `path`, replacing it only once the whole file is written."""
-    temporary = path.with_name(f"{path.stem}.tmp.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
-
-
-def damage(path: Path) -> str | None:
-    """Why the .keras file `path` cannot be loaded ('missing', or 'damaged (...)'), or None when it is whole. A .keras
-    file is a zip archive, whose directory and checksums show a file cut short or corrupted."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            corrupt, names = archive.testzip(), set(archive.namelist())
-    except FileNotFoundError:
-        return "missing"
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        return f"damaged ({error})"
-    if corrupt is not None:
-        return f"damaged (its {corrupt} fails its checksum)"
-    if not {"config.json", "model.weights.h5"} <= names:
-        return "damaged (it lacks the model's configuration or weights)"
-    return None
-
-
-def load_model_file(path: Path, remedy: str) -> keras.Model:
-    """The model in the .keras file `path`, or an InputError saying that it is missing or damaged, and `remedy`."""
-    problem = damage(path)
-    if problem is None:
-        try:
-            return keras.saving.load_model(path)
-        except (ValueError, OSError, KeyError) as error:
-            problem = f"damaged ({str(error).splitlines()[0]})"
-    raise InputError(f"{path} is {problem}: {remedy}")
-
-
-def _checkpoint_name(epoch: int) -> str:
-    return f"epoch_{epoch:03d}.keras"
-
-
-def _state_problem(path: Path) -> str | None:
-    """Why the state file `path` cannot be read ('FileNotFoundError: ...', 'JSONDecodeError: ...'), or None."""
-    try:
-        state = json.loads(path.read_text())
-        int(state["epoch"]), str(state["checkpoint"]), list(state["history"])
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-class CheckpointFolder:
-    """A stage's checkpoints: `epoch_NNN.keras` after each finished epoch (the last two are kept, each written under
-    a temporary name, then renamed), and `state.json`, replaced atomically, naming the newest with the epoch count,
-    the per-epoch history and the tag (what the model was trained from), then its copy `state_copy.json`."""
-
-    STATE_FILE = "state.json"
-    COPY_FILE = "state_copy.json"
-    KEPT = 2  # the newest checkpoint, and the one before it in case the newest is damaged later
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def recorded(self) -> dict | None:
-        """The state written after the last finished epoch, or None when no epoch has finished. A damaged state
-        file is replaced by its copy, saying so; an InputError when the copy cannot replace it."""
-        path, copy = self.path / self.STATE_FILE, self.path / self.COPY_FILE
-        if not path.exists() and not copy.exists():
-            return None
-        problem = _state_problem(path)
-        if problem is None:
-            return json.loads(path.read_text())
-        copy_problem = _state_problem(copy)
-        if copy_problem is not None:
-            raise InputError(f"{path} is damaged ({problem}) and its copy {copy.name} cannot replace it "
-                             f"({copy_problem}): restore it, or delete {self.path} to train this stage again from the "
-                             f"start")
-        write_atomically(path, copy.read_text())
-        state = json.loads(path.read_text())
-        print(f"note: {path} was damaged ({problem}): replaced it with its copy {copy.name}, which records "
-              f"{state['epoch']} finished epochs")
-        return state
-
-    def state(self) -> dict | None:
-        """The state to resume from: the recorded one, or when its checkpoint is missing or damaged, that of the
-        checkpoint before it, with `passed_over` saying why. None when no epoch has finished; an InputError when
-        no kept checkpoint can be loaded."""
-        state = self.recorded()
-        if state is None:
-            return None
-        problem = damage(self.path / state["checkpoint"])
-        if problem is None:
-            return state
-        epoch = state["epoch"] - 1
-        if epoch >= 1 and damage(self.path / _checkpoint_name(epoch)) is None:
-            return {**state, "epoch": epoch, "checkpoint": _checkpoint_name(epoch), "history": state["history"][:epoch],
-                    "passed_over": f"{state['checkpoint']} is {problem}"}
-        raise InputError(f"{self.path / self.STATE_FILE} names {state['checkpoint']}, which is {problem}, and no "
-                         f"earlier checkpoint is kept whole: delete {self.path} to train this stage again from the "
-                         f"start")
-
-    def epochs(self) -> int:
-        """Epochs finished so far (0 when none)."""
-        state = self.recorded()
-        return 0 if state is None else state["epoch"]
-
-    def changes(self, tag: dict) -> dict:
-        """Which values of `tag` (what a model is trained from) differ from those the checkpoints were trained with,
-        with the old values; empty when nothing changed or no epoch has finished."""
-        state = self.recorded()
-        return {} if state is None else {key: state.get(key) for key, value in tag.items() if state.get(key) != value}
-
-    def load_model(self, state: dict) -> keras.Model:
-        return load_model_file(self.path / state["checkpoint"],
-                               f"delete {self.path} to train this stage again from the start")
-
-    def save(self, model: keras.Model, epoch: int, history: list[dict], tag: dict) -> None:
-        """The model after `epoch` epochs to a new file, then the state pointing at it; of the older checkpoints only
-        the one before it stays."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        name = _checkpoint_name(epoch)
-        save_atomically(model, self.path / name)
-        state = json.dumps({"epoch": epoch, "checkpoint": name, **tag, "history": history}, indent=1)
-        for state_file in (self.STATE_FILE, self.COPY_FILE):
-            write_atomically(self.path / state_file, state)
-        kept = {_checkpoint_name(epoch - back) for back in range(self.KEPT)}
-        for old in self.path.glob("epoch_*.keras"):  # older ones, and what a killed save left under a temporary name
-            if old.name not in kept:
-                old.unlink()
-
-    def set_aside(self) -> Path:
-        """Moves the checkpoints to a `_stale` folder beside (replacing an older one); returns where."""
-        stale = self.path.with_name(self.path.name + "_stale")
-        shutil.rmtree(stale, ignore_errors=True)
-        self.path.rename(stale)
-        return stale
+    codes: dict[str, np.ndarray]
+    positions: dict[str, np.ndarray]
 
 
 class RunFolder:
@@ -217,6 +84,10 @@ class RunFolder:
     @property
     def export_path(self) -> Path:
         return self.path / self.EXPORT_FOLDER
+
+    @property
+    def codes_path(self) -> Path:
+        return self.path / self.CODES_FILE
 
     @property
     def plots(self) -> Path:
@@ -263,9 +134,14 @@ class RunFolder:
         """The names of the trained priors the folder holds."""
         return [name for name in PRIOR_KINDS if self.prior_path(name).exists()]
 
-    def prior_to_export(self) -> str | None:
-        """The prior a SavedModel of this run samples with: the one trained last (config.json's `prior`), else another
-        the folder holds, so long as it was trained on the VQ-VAE the folder holds now (see `outdated_priors`)."""
+    def vqvae_epochs(self) -> int:
+        """The epochs the run's VQ-VAE has trained (0 when none)."""
+        return self.checkpoints(VQVAE_STAGE).epochs()
+
+    def current_prior(self) -> str | None:
+        """The prior every command uses unless told otherwise (`predict`, `export`, `detect`, and train's export):
+        the one trained last (config.json's `prior`), else another the folder holds, so long as it was trained on
+        the VQ-VAE the folder holds now (see `outdated_priors`); None when there is none."""
         current = [name for name in self.held_priors() if name not in self.outdated_priors()]
         if not current:
             return None
@@ -274,9 +150,8 @@ class RunFolder:
 
     def outdated_priors(self) -> list[str]:
         """The held priors trained on the codes of a VQ-VAE that has since trained further."""
-        vqvae_epochs = self.checkpoints(VQVAE_STAGE).epochs()
         return [name for name in self.held_priors()
-                if self.checkpoints(name).changes({"vqvae_epochs": vqvae_epochs})]
+                if self.checkpoints(name).changes({"vqvae_epochs": self.vqvae_epochs()})]
 
     def check_states(self) -> None:
         """Raises InputError if any stage's checkpoint state is broken, so that it is reported before any work."""
@@ -310,15 +185,18 @@ class RunFolder:
     def write_metrics(self, results: dict) -> None:
         write_atomically(self.path / self.METRICS_FILE, json.dumps(results, indent=2) + "\n")
 
-    def read_anomaly_calibration(self, prior: str) -> dict | None:
-        """The prior's anomaly calibration (see `keras_vqvae.anomaly.calibrate_threshold`), or None when there is
-        none or it is damaged (it is calibrated again: it depends on the run's models and validation slices only)."""
+    def read_anomaly_calibration(self, prior: str) -> tuple[dict | None, str | None]:
+        """The prior's anomaly calibration (see `keras_vqvae.calibration`) and None, or None and why it cannot be
+        read: None when there is none, 'damaged (...)' when it is unreadable."""
+        path = self.anomaly_path(prior)
+        if not path.exists():
+            return None, None
         try:
-            calibration = json.loads(self.anomaly_path(prior).read_text())
+            calibration = json.loads(path.read_text())
             float(calibration["threshold"]), float(calibration["percentile"])
-            return calibration
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
+            return calibration, None
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            return None, f"damaged ({type(error).__name__}: {error})"
 
     def write_anomaly_calibration(self, prior: str, calibration: dict) -> None:
         write_atomically(self.anomaly_path(prior), json.dumps(calibration, indent=2) + "\n")
@@ -332,25 +210,31 @@ class RunFolder:
             writer.writerow({"epoch": epoch, **row})
         write_atomically(self._history_path(stage), text.getvalue())
 
-    def read_codes(self, vqvae_epochs: int) -> dict[str, np.ndarray] | None:
-        """Each split's code maps, when they were made by the VQ-VAE after `vqvae_epochs` epochs; else None (also,
-        with a note, when the file is damaged: they are made again)."""
-        path = self.path / self.CODES_FILE
+    def read_codes(self, vqvae_epochs: int) -> KeptCodes | None:
+        """Each split's code maps and slice positions, when they were made by the VQ-VAE after `vqvae_epochs`
+        epochs; else None (also, with a note, when the file is damaged: they are made again)."""
+        path = self.codes_path
         if not path.exists():
             return None
         try:
             with np.load(path) as saved:
                 if int(saved["vqvae_epochs"]) != vqvae_epochs:
                     return None
-                return {name: saved[name] for name in saved.files if name != "vqvae_epochs"}
+                positions = {name.removeprefix("positions_"): saved[name] for name in saved.files
+                             if name.startswith("positions_")}
+                codes = {name: saved[name] for name in saved.files
+                         if name != "vqvae_epochs" and not name.startswith("positions_")}
+                return KeptCodes(codes, positions)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             print(f"note: {path} is damaged ({error}), so the code maps are made again")
             return None
 
-    def write_codes(self, codes: dict[str, np.ndarray], vqvae_epochs: int) -> None:
+    def write_codes(self, codes: dict[str, np.ndarray], positions: dict[str, np.ndarray], vqvae_epochs: int) -> None:
+        """Each split's code maps (n, h, w) and slice positions (n,), made by the VQ-VAE after `vqvae_epochs`."""
         temporary = self.path / "codes.tmp.npz"
-        np.savez_compressed(temporary, vqvae_epochs=vqvae_epochs, **codes)
-        os.replace(temporary, self.path / self.CODES_FILE)
+        np.savez_compressed(temporary, vqvae_epochs=vqvae_epochs, **codes,
+                            **{f"positions_{name}": value for name, value in positions.items()})
+        os.replace(temporary, self.codes_path)
 
     def save_model(self, stage: str, model: keras.Model) -> None:
         """The trained model of stage 'vqvae', of a prior, or the 'position_network'."""
@@ -358,11 +242,15 @@ class RunFolder:
             stage, self.prior_path(stage))
         save_atomically(model, path)
 
-    def load_position_network(self) -> keras.Model | None:
-        """The kept slice-position network, or None when there is none or it is damaged (it is trained again: it
-        depends on the training slices only, and takes a minute or two)."""
+    def load_position_network(self) -> tuple[keras.Model | None, str | None]:
+        """The kept slice-position network and None, or None and why there is none to use: None when none was
+        kept, 'damaged (...)' when it cannot be loaded (it depends on the training slices only, so the caller can
+        train it again)."""
         path = self.position_network_path
-        return keras.saving.load_model(path) if path.exists() and not damage(path) else None
+        if not path.exists():
+            return None, None
+        problem = damage(path)
+        return (keras.saving.load_model(path), None) if problem is None else (None, problem)
 
     def _model_file(self, stage: str) -> Path:
         """The trained model's file of stage 'vqvae' or of a prior, which the folder must hold (else an InputError

@@ -218,11 +218,9 @@ def plot_vqvae_run(history, images: np.ndarray, reconstructions: np.ndarray, cod
                         f"{num_embeddings} codes used, perplexity {test_metrics['perplexity']:.1f}")
 
 
-def plot_prior_run(name: str, fit_summary: str, history, generated: np.ndarray, generation: dict,
-                   folder: Path) -> None:
-    """A prior stage's pictures: NAME_loss.png, and NAME_samples.png of the `generated` slices (n, H, W, 1) in
-    [0, 1], titled with `fit_summary` and the generation metrics."""
-    plot_history(history, folder / f"{name}_loss.png")
+def plot_samples(name: str, fit_summary: str, generated: np.ndarray, generation: dict, folder: Path) -> None:
+    """NAME_samples.png: the `generated` slices (n, H, W, 1) in [0, 1] of a prior, titled with `fit_summary` and the
+    generation metrics."""
     title = (f"{name} (temperature {generation['temperature']:g}): {fit_summary}"
              f"best-match SSIM to test {generation['generated_test_ssim']:.2f}, "
              f"MS-SSIM diversity {generation['diversity_ms_ssim']:.2f} "
