@@ -297,7 +297,7 @@ def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained
                                                                          tmp_path):
     config, vqvae, prior = models
     images, positions, names = model_images(lesions[0], config.image_size)
-    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")["threshold"]
+    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")[0]["threshold"]
     result = anomaly_maps(vqvae, prior, images, threshold, positions, AnomalySettings(draws=2))
     from_command = np.load(detected / "maps.npz")
     for index, name in enumerate(names):

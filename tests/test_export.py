@@ -85,7 +85,7 @@ def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(expor
     assert got["spread"].shape == (4, *GRID) and got["spread"].min() >= 0 and got["spread"].max() < K
 
     # anomaly: the maps anomaly_maps makes with the run's threshold and the same seed
-    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")["threshold"]
+    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")[0]["threshold"]
     expected = anomaly_maps(vqvae, prior, images, threshold, np.array([1, 2, ANY_POSITION]), AnomalySettings(seed=5))
     np.testing.assert_allclose(got["anomaly"], expected.maps, atol=1e-6)
 
