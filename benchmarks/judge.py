@@ -21,22 +21,19 @@ import numpy as np
 
 import hardware
 from keras_vqvae import cli
-from keras_vqvae.data import SubjectSplit, load_slices, make_dataset
+from keras_vqvae.data import SubjectSplit, load_slices
 from keras_vqvae.metrics.anatomy import train_position_network
 from keras_vqvae.training import TrainConfig
-from keras_vqvae.training.pipeline import judge_training_sets
-
-
-def _images(split, image_size: int) -> np.ndarray:
-    return np.concatenate([batch.numpy() for batch in make_dataset(split, image_size, 64, cache="none")]) + 0.5
+from keras_vqvae.training.scoring import judge_training_sets
+from keras_vqvae.training.splits import decoded_images
 
 
 def _judge(config: TrainConfig, slices, test: np.ndarray) -> dict:
     started = time.perf_counter()
     sets = judge_training_sets(config, slices)
-    extra = [_images(s, config.image_size) for s in sets[1:]]  # the subjects beyond the training split, made now
+    extra = [decoded_images(s, config.image_size) for s in sets[1:]]  # the subjects beyond the training split, made now
     making = time.perf_counter() - started
-    images = np.concatenate([_images(slices.train, config.image_size), *extra])
+    images = np.concatenate([decoded_images(slices.train, config.image_size), *extra])
     started = time.perf_counter()
     network = train_position_network(images, np.concatenate([s.slice_numbers for s in sets]), slices.num_positions,
                                      seed=config.seed)
@@ -60,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     config = TrainConfig(judge_subjects=arguments.judge_subjects)
     slices = load_slices(None, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
-    test = _images(slices.test, config.image_size)
+    test = decoded_images(slices.test, config.image_size)
     judges = {}
     for subjects in (0, arguments.judge_subjects):
         print(f"training a position network with {subjects} extra subjects", file=sys.stderr)

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = []
     for seed in arguments.seeds:
         print(f"samples, seed {seed}", file=sys.stderr)
-        generated, _ = generate(vqvae, prior, len(codes), seed=seed, batch_size=64)
+        generated = generate(vqvae, prior, len(codes), seed=seed, batch_size=64).images
         shown = spread(len(generated), min(64, len(generated)))  # over the positions
         samples.append({"seed": seed, **{key: round(judged(generated)[key], 4) for key in REPORTED},
                         "diversity_ms_ssim": round(diversity_ms_ssim(generated[shown]), 4)})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_vqvae import plots
-from keras_vqvae.data import SliceSet, SubjectSplit, extra_synthetic_slices
+from keras_vqvae.data import Slices, SliceSet, SubjectSplit, extra_synthetic_slices
 from keras_vqvae.metrics.anatomy import SlicePositionNetwork, anatomy_metrics, train_position_network
 from keras_vqvae.metrics.generation import collapse_warning, generation_metrics, spread
 from keras_vqvae.models.vqvae import VQVAE
@@ -47,13 +47,13 @@ def plot_samples(kind: PriorKind, run: RunFolder, generation: Generation, test_m
     plots.plot_samples(kind.name, kind.fit_summary(test_metrics), generation.images[shown], metrics, run.plots)
 
 
-def judge_training_sets(config: TrainConfig, splits: RunSplits) -> list[SliceSet]:
+def judge_training_sets(config: TrainConfig, slices: Slices) -> list[SliceSet]:
     """The slices the run's slice-position network learns: the training split, and on the embedded data
     `config.judge_subjects` further virtual subjects that are in no split (a network that has seen 48 subjects
     judges too leniently: trained on 192, it put the same generated slices half again as far from real ones)."""
     if config.data is not None or not config.judge_subjects:
-        return [splits.slices.train]
-    return [splits.slices.train, extra_synthetic_slices(SubjectSplit(*config.synthetic_subjects),
+        return [slices.train]
+    return [slices.train, extra_synthetic_slices(SubjectSplit(*config.synthetic_subjects),
                                                         config.judge_subjects, config.seed)]
 
 
@@ -69,7 +69,7 @@ def position_network(config: TrainConfig, run: RunFolder, splits: RunSplits, ver
         return network
     if problem:
         print(f"note: {run.position_network_path} is {problem}, so the slice-position network is trained again")
-    sets = judge_training_sets(config, splits)
+    sets = judge_training_sets(config, splits.slices)
     if verbose and len(sets) > 1:
         print(f"making {config.judge_subjects} further virtual subjects for the slice-position network that "
               f"judges the generated slices")
