@@ -40,12 +40,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.batching import compiled
-from keras_vqvae.calibration import CALIBRATION_PERCENTILE, prior_labels
+from keras_vqvae.calibration import CALIBRATION_PERCENTILE, check_positions, prior_labels
 from keras_vqvae.errors import InputError
 from keras_vqvae.metrics.image import BRAIN_THRESHOLD
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PriorKind, kind_of, make_sampler
-from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.priors.sampler import MAX_SEED, sample_seeds
 from keras_vqvae.settings import Check, at_least, between, check_settings, option
 
@@ -93,24 +92,6 @@ def no_detection_error(kind: PriorKind, run_dir="RUN_DIR") -> InputError:
     return InputError(f"the {kind.name} prior {detection_problem(kind)}, so it cannot make anomaly maps: train a "
                       f"pixelcnn or transformer prior on the run (python -m keras_vqvae.train --run-dir {run_dir} "
                       f"--stage prior --prior pixelcnn) and use that")
-
-
-def check_positions(prior: keras.Model, positions: np.ndarray | None) -> None:
-    """An InputError when a conditional prior cannot take these slice positions: one out of range, or any position
-    (ANY_POSITION, or None) from a prior trained without a null class."""
-    classes = getattr(prior, "num_classes", 0)
-    if not classes:
-        return
-    any_position = positions is None or np.any(np.asarray(positions) == ANY_POSITION)
-    if any_position and not prior.has_null_class:
-        raise InputError("this prior is conditioned on slice positions and has no class for 'any position': give "
-                         "every slice's position (file names like case_001_slice_12.png)")
-    if positions is not None:
-        positions = np.asarray(positions)
-        wrong = positions[(positions != ANY_POSITION) & ((positions < 0) | (positions >= classes))]
-        if wrong.size:
-            raise InputError(f"slice position {int(wrong[0])} is out of range: this prior knows positions 0 to "
-                             f"{classes - 1} (or {ANY_POSITION} for any position)")
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:

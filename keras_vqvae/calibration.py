@@ -34,6 +34,24 @@ def prior_labels(prior: keras.Model, positions, count):
     return tf.where(positions == ANY_POSITION, classes, positions)
 
 
+def check_positions(prior: keras.Model, positions: np.ndarray | None) -> None:
+    """An InputError when a conditional prior cannot take these slice positions: one out of range, or any position
+    (ANY_POSITION, or None) from a prior trained without a null class."""
+    classes = getattr(prior, "num_classes", 0)
+    if not classes:
+        return
+    any_position = positions is None or np.any(np.asarray(positions) == ANY_POSITION)
+    if any_position and not prior.has_null_class:
+        raise InputError("this prior is conditioned on slice positions and has no class for 'any position': give "
+                         "every slice's position (file names like case_001_slice_12.png)")
+    if positions is not None:
+        positions = np.asarray(positions)
+        wrong = positions[(positions != ANY_POSITION) & ((positions < 0) | (positions >= classes))]
+        if wrong.size:
+            raise InputError(f"slice position {int(wrong[0])} is out of range: this prior knows positions 0 to "
+                             f"{classes - 1} (or {ANY_POSITION} for any position)")
+
+
 def calibrate_threshold(prior: keras.Model, codes: np.ndarray, positions: np.ndarray | None,
                         percentile: float = CALIBRATION_PERCENTILE, batch_size: int = 64) -> dict:
     """The anomaly threshold of a prior, from healthy code maps.

@@ -106,8 +106,7 @@ def measured(maps: list[np.ndarray], residual_maps: list[np.ndarray], masks: lis
             "reconstruction": detection_metrics(flat[1], flat[2], residual_scores, with_lesion)}
 
 
-@cli.main_with_errors
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m keras_vqvae.detect", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by python -m keras_vqvae.train")
     parser.add_argument("--images", metavar="FOLDER", required=True, help="the folder of PNG/JPEG slices to examine")
@@ -119,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="slices examined at once (default: 16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     cli.add_config_arguments(parser, AnomalySettings)
+    return parser
+
+
+@cli.main_with_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     arguments = parser.parse_args(argv)
     settings = cli.config_from_arguments(AnomalySettings, arguments)
     if {"threshold", "percentile"} <= cli.given_fields(AnomalySettings, arguments):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_vqvae.data.slices import sharded_by_element
+from keras_vqvae.data.datasets import sharded_by_element
 
 
 def make_code_dataset(codes: np.ndarray, batch_size: int, *, labels: np.ndarray | None = None,

@@ -51,6 +51,15 @@ def _stage_filters(channels: int, downsampling: int) -> list[int]:
     return [max(channels // 2 ** (stages - 1 - i), 8) for i in range(stages)]
 
 
+def _residual_stage(x, channels: int, residual_blocks: int):
+    """The stage the encoder ends and the decoder starts with: a 3x3 convolution to `channels`, `residual_blocks`
+    residual blocks, a ReLU (the layer names, conv and residualN, are those of every saved model)."""
+    x = layers.Conv2D(channels, 3, padding="same", name="conv")(x)
+    for i in range(residual_blocks):
+        x = ResidualBlock(channels, name=f"residual{i}")(x)
+    return layers.ReLU()(x)
+
+
 class _ConvolutionalNetwork(keras.Model):
     """A functional model built from the constructor arguments of `Encoder` / `Decoder`, which it saves."""
 
@@ -87,10 +96,7 @@ class Encoder(_ConvolutionalNetwork):
         x = images
         for i, filters in enumerate(_stage_filters(channels, downsampling)):
             x = layers.Conv2D(filters, 4, strides=2, padding="same", activation="relu", name=f"down{i}")(x)
-        x = layers.Conv2D(channels, 3, padding="same", name="conv")(x)
-        for i in range(residual_blocks):
-            x = ResidualBlock(channels, name=f"residual{i}")(x)
-        x = layers.ReLU()(x)
+        x = _residual_stage(x, channels, residual_blocks)
         latents = layers.Conv2D(embedding_dim, 1, name="to_latents")(x)  # z_e: linear, (batch, h, w, D)
         kwargs.setdefault("name", "encoder")
         super().__init__(images, latents, embedding_dim=embedding_dim, channels=channels,
@@ -116,10 +122,7 @@ class Decoder(_ConvolutionalNetwork):
     def __init__(self, embedding_dim: int = 32, channels: int = 32, residual_blocks: int = 2, downsampling: int = 4,
                  image_channels: int = 1, **kwargs):
         latents = keras.Input((None, None, embedding_dim), name="latents")
-        x = layers.Conv2D(channels, 3, padding="same", name="conv")(latents)
-        for i in range(residual_blocks):
-            x = ResidualBlock(channels, name=f"residual{i}")(x)
-        x = layers.ReLU()(x)
+        x = _residual_stage(latents, channels, residual_blocks)
         stage_filters = _stage_filters(channels, downsampling)[::-1]
         for i, filters in enumerate(stage_filters[1:]):
             x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu", name=f"up{i}")(x)
