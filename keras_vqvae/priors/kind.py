@@ -2,7 +2,8 @@
 run folder, the plots and the export read.
 
 A new prior is a module that defines its model, its sampler(s) and a `PriorKind`, plus its settings dataclass in
-`keras_vqvae.priors.settings` and one entry in `keras_vqvae.priors.PRIOR_KINDS`.
+`keras_vqvae.priors.settings`, one entry in `keras_vqvae.priors.PRIOR_KINDS` and one field in
+`keras_vqvae.training.config.TrainConfig`, named after the prior.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class PriorKind:
         description: what it is, in a few words, for help texts and messages.
         model_class: the class of its models.
         settings: the dataclass of its settings, in `keras_vqvae.priors.settings` (fields declared with
-            `keras_vqvae.settings.option`); it has at least `epochs` and `batch_size`.
+            `keras_vqvae.settings.option`; `TrainConfig.NAME` holds one); it has at least `epochs` and `batch_size`.
         build: (settings, context) -> the prior, compiled with its optimizer(s).
         samplers: its `Sampler` classes, which draw the same codes (at different speeds).
         default_sampler: the name of the one to use unless another is asked for.

@@ -1,7 +1,8 @@
 """The priors' settings: one dataclass per prior, each field one flag of `python -m keras_vqvae.train`, named after
-the prior (the `epochs` of `PixelCNNSettings` is the flag --pixelcnn-epochs).
+the prior (the `epochs` of `PixelCNNSettings` is `TrainConfig.pixelcnn.epochs`, flag --pixelcnn-epochs).
 
-The models never read these: each prior's `PriorKind.build` turns its settings into constructor arguments.
+The models never read these: each prior's `PriorKind.build` turns its settings into constructor arguments. Which of
+them a resumed run may change is said in `keras_vqvae.training.config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _unconditional_rate():
 class PixelCNNSettings:
     """The gated PixelCNN prior's settings (flags --pixelcnn-epochs, ...)."""
 
-    epochs: int = option(12, "training epochs of the PixelCNN prior", at_least(1), resumable=True)
+    epochs: int = option(12, "training epochs of the PixelCNN prior", at_least(1))
     batch_size: int = option(16, "code maps per training step of the PixelCNN", at_least(1))
     learning_rate: float = option(1e-3, "peak Adam learning rate of the PixelCNN, decayed along a cosine to 2% of it",
                                   positive)
@@ -42,7 +43,7 @@ class PixelCNNSettings:
 class TransformerSettings:
     """The transformer prior's settings (flags --transformer-epochs, ...)."""
 
-    epochs: int = option(12, "training epochs of the transformer prior", at_least(1), resumable=True)
+    epochs: int = option(12, "training epochs of the transformer prior", at_least(1))
     batch_size: int = option(16, "code maps per training step of the transformer", at_least(1))
     learning_rate: float = option(1e-3, "peak Adam learning rate of the transformer, decayed along a cosine to 2% of "
                                         "it", positive)
@@ -63,7 +64,7 @@ class TransformerSettings:
 class DCGANSettings:
     """The DCGAN prior's settings (flags --dcgan-epochs, ...)."""
 
-    epochs: int = option(30, "training epochs of the DCGAN prior", at_least(1), resumable=True)
+    epochs: int = option(30, "training epochs of the DCGAN prior", at_least(1))
     batch_size: int = option(32, "code maps per training step of the DCGAN (at least 2, for batch normalisation)",
                              at_least(2))
     learning_rate: float = option(2e-4, "Adam learning rate of both DCGAN networks (beta_1 0.5)", positive)

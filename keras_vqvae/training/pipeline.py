@@ -112,7 +112,7 @@ def _checked_run(config: TrainConfig, stage: str) -> tuple[RunFolder, TrainConfi
         config = dataclasses.replace(config, prior=saved.prior)  # the prior trained last stays the run's
     if stage != "vqvae":
         kind = PRIOR_KINDS[config.prior]
-        checkpoints, epochs = run.checkpoints(kind.name), config.prior_settings(kind).epochs
+        checkpoints, epochs = run.checkpoints(kind.name), getattr(config, kind.name).epochs
         resumed = not checkpoints.changes(_prior_tag(config, kind, config.epochs))
         if resumed and checkpoints.epochs() > epochs:
             raise InputError(_fewer_epochs(run, f"{kind.name} prior", checkpoints.epochs(), flag("epochs", kind.name),
@@ -230,7 +230,7 @@ def _train_prior(config: TrainConfig, run: RunFolder, kind: PriorKind, slices, r
     (n,) they were drawn for (None for an unconditional prior)."""
     vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
     codes = _code_maps(config, run, slices, vqvae, vqvae_epochs, verbose)
-    settings = config.prior_settings(kind)
+    settings = getattr(config, kind.name)
     automatic = (config.condition == "auto" and slices.carry_positions
                  and config.strategy != "multi-worker")  # see TrainConfig
     conditional = kind.conditional and (config.condition == "slice" or automatic)
