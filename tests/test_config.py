@@ -39,13 +39,13 @@ def test_each_prior_has_its_settings_under_its_name():
 
 
 def test_config_json_nests_each_priors_settings_and_reads_back(tmp_path):
-    config = TrainConfig(run_dir=str(tmp_path / "run"), synthetic_subjects=(3, 1, 1),
+    config = TrainConfig(run_dir=str(tmp_path / "run"), synthetic_subjects=(3, 1, 1), judge_epochs=3,
                          pixelcnn=PixelCNNSettings(epochs=4, filters=8), dcgan=DCGANSettings(snapping="binned"))
     run = RunFolder(config.run_dir)
     run.write_config(config)
     written = json.loads((run.path / "config.json").read_text())
     assert written["pixelcnn"] == dataclasses.asdict(PixelCNNSettings(epochs=4, filters=8))
-    assert written["dcgan"]["snapping"] == "binned"
+    assert written["dcgan"]["snapping"] == "binned" and written["judge_epochs"] == 3
     assert not any(key.startswith(("pixelcnn_", "transformer_", "dcgan_")) for key in written)
     assert run.read_config() == config
 
@@ -100,6 +100,7 @@ def test_the_flags_fill_the_nested_settings():
                                  "of the PixelCNN prior"),
     (["--transformer-unconditional-rate", "1"], "error: --transformer-unconditional-rate 1.0 is out of range"),
     (["--dcgan-learning-rate", "0"], "error: --dcgan-learning-rate 0.0 is out of range (it must be positive)"),
+    (["--judge-epochs", "0"], "error: --judge-epochs 0 is out of range (it must be at least 1)"),
 ])
 def test_an_out_of_range_setting_gives_one_line_naming_its_flag_and_status_2(tmp_path, capsys, arguments, message):
     assert train.main([*arguments, "--run-dir", str(tmp_path / "run")]) == 2
@@ -118,7 +119,7 @@ def test_the_resume_rules_name_real_settings():
 def test_a_resumed_run_may_change_the_resumable_and_the_priors_settings_only():
     saved = TrainConfig()
     TrainConfig(run_dir="moved", epochs=50, prior="dcgan", cache="none", num_generated=16, temperature=0.9,
-                jit_compile=True, condition="none", pixelcnn=PixelCNNSettings(filters=8, epochs=1),
+                judge_epochs=3, jit_compile=True, condition="none", pixelcnn=PixelCNNSettings(filters=8, epochs=1),
                 dcgan=DCGANSettings(snapping="binned")).check_resumable_from(saved)
     with pytest.raises(InputError) as error:
         TrainConfig(image_size=64, channels=16, epochs=50, pixelcnn=PixelCNNSettings(filters=8)

@@ -70,6 +70,8 @@ class TrainConfig:
     judge_subjects: int = option(144, "with the embedded data: further virtual subjects, in no split, that the "
                                       "slice-position network judging generated slices learns beside the training "
                                       "split (0: the training split alone, as always with --data)", at_least(0))
+    judge_epochs: int = option(15, "training epochs of the slice-position network that judges generated slices "
+                                   "(once trained, a run keeps it)", at_least(1))
     prior: str = option("pixelcnn", "which prior learns the codes: " + "; ".join(
         f"{kind.name}, {kind.description}" for kind in PRIOR_KINDS.values()) + ". A run folder can hold one of "
         "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS))
@@ -100,7 +102,7 @@ class TrainConfig:
     # change these: they say how far, where and how fast to train and what to generate, not what is trained
     # (run_dir: a run folder may have been moved).
     RESUMABLE = frozenset({"run_dir", "epochs", "prior", "strategy", "mixed_precision", "jit_compile", "cache",
-                           "num_generated", "temperature"})
+                           "num_generated", "temperature", "judge_epochs"})
     # A change to these trains the priors that take a condition afresh, on the same VQ-VAE.
     RETRAINS_PRIOR = frozenset({"condition"})
     # Every other one is fixed: a change is refused, naming its flag (`check_resumable_from`).

@@ -324,7 +324,7 @@ def _position_network(config: TrainConfig, run: RunFolder, slices, train_images:
         extra = [_images(make_dataset(s, config.image_size, ENCODING_BATCH_SIZE, cache="none")) for s in sets[1:]]
         network = train_position_network(np.concatenate([train_images, *extra]),
                                          np.concatenate([s.slice_numbers for s in sets]), slices.num_positions,
-                                         seed=config.seed, verbose=_progress(verbose))
+                                         epochs=config.judge_epochs, seed=config.seed, verbose=_progress(verbose))
         run.save_model("position_network", network)
     return network
 
