@@ -219,8 +219,8 @@ def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -
 def train_flags(config: TrainConfig) -> str:
     """The train flags that rebuild `config`: those that differ from the defaults."""
     defaults = flat_values(TrainConfig())
-    return " ".join(f"{flag(name)} {shown(value)}" for name, value in flat_values(config).items()
-                    if value != defaults[name])
+    return " ".join(flag(name) if value is True else f"{flag(name)} {shown(value)}"  # a switch takes no value
+                    for name, value in flat_values(config).items() if value != defaults[name])
 
 
 def _figures(values: dict) -> str:

@@ -95,6 +95,14 @@ def test_the_flags_fill_the_nested_settings():
     assert train_flags(config) == "--epochs 2 --pixelcnn-epochs 3 --dcgan-snapping binned"  # the model card's command
 
 
+def test_the_model_cards_train_flags_rebuild_the_configuration():
+    parser = cli.ArgumentParser()
+    cli.add_config_arguments(parser, TrainConfig)
+    config = TrainConfig(channels=16, synthetic_subjects=(3, 1, 1), jit_compile=True, transformer=TransformerSettings(
+        dim=64, heads=2), dcgan=DCGANSettings(learning_rate=1e-4))
+    assert cli.config_from_arguments(TrainConfig, parser.parse_args(train_flags(config).split())) == config
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--pixelcnn-epochs", "0"], "error: --pixelcnn-epochs 0 is out of range (it must be at least 1): training epochs "
                                  "of the PixelCNN prior"),
