@@ -124,12 +124,12 @@ def estimate(run: dict, config: TrainConfig) -> dict:
         "vqvae": vqvae[0] + (config.epochs - 1) * sum(later_vqvae) / len(later_vqvae)
                  + phases["vqvae_evaluation_and_pictures"],
         "encoding_splits": phases["encoding_splits"],
-        "pixelcnn": config.pixelcnn_epochs * sum(run["pixelcnn_epoch_seconds"]) / len(run["pixelcnn_epoch_seconds"]),
+        "pixelcnn": config.pixelcnn.epochs * sum(run["pixelcnn_epoch_seconds"]) / len(run["pixelcnn_epoch_seconds"]),
         "evaluation_sampling_and_scoring": phases["evaluation_sampling_and_scoring"],
         "judge": phases["judge"],
         "anatomy_pictures_and_export": phases["anatomy_pictures_and_export"],
     }
-    return {"epochs": config.epochs, "pixelcnn_epochs": config.pixelcnn_epochs,
+    return {"epochs": config.epochs, "pixelcnn_epochs": config.pixelcnn.epochs,
             "minutes": round(sum(parts.values()) / 60, 1),
             "part_minutes": {name: round(seconds / 60, 1) for name, seconds in parts.items()}}
 

@@ -31,8 +31,8 @@ import hardware
 from keras_vqvae import cli
 from keras_vqvae.training import TrainConfig, train
 
-VARIANTS = {"pixelcnn": {}, "transformer": {}, "dcgan_binned": {"dcgan_snapping": "binned"},
-            "dcgan_nearest": {"dcgan_snapping": "nearest"}}
+VARIANTS = {"pixelcnn": {}, "transformer": {}, "dcgan_binned": {"snapping": "binned"},  # the prior's own settings
+            "dcgan_nearest": {"snapping": "nearest"}}  # that differ from the command line's
 BARS = {
     "fd_at_most_1.3x_reconstructions": lambda g: g["fd_ratio_to_reconstructed"] <= 1.3,
     "fd_at_most_2x_real": lambda g: g["fd_ratio_to_real"] <= 2.0,
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         prior = variant.split("_")[0]
         stage = "all" if index == 0 else "prior"  # the VQ-VAE once
         with contextlib.redirect_stdout(sys.stderr):  # progress on stderr, so that stdout is the JSON alone
-            results = train(dataclasses.replace(config, prior=prior, **VARIANTS[variant]), stage=stage, verbose=2)
+            settings = dataclasses.replace(getattr(config, prior), **VARIANTS[variant])
+            results = train(dataclasses.replace(config, prior=prior, **{prior: settings}), stage=stage, verbose=2)
         for picture in PICTURES:
             made = config.run_path / "plots" / f"{prior}_{picture}.png"
             if made.exists():

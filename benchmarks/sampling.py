@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed batches of the cached sampler (default: 2)")
     arguments = parser.parse_args(argv)
     config = TrainConfig()
-    prior_config = {"num_embeddings": config.num_embeddings, "filters": config.pixelcnn_filters,
-                    "layers": config.pixelcnn_layers, "kernel_size": config.pixelcnn_kernel_size}
+    prior_config = {"num_embeddings": config.num_embeddings, "filters": config.pixelcnn.filters,
+                    "layers": config.pixelcnn.layers, "kernel_size": config.pixelcnn.kernel_size}
     results = {}
     for side in arguments.grids:
         prior = GatedPixelCNN(grid_shape=(side, side), **prior_config)

@@ -58,7 +58,7 @@ def measure(model_name: str, size: int, variant: str, steps: int, warmup: int) -
             model = build_vqvae(config, data_variance=0.1, steps_per_epoch=warmup + steps)
         else:
             kind = PRIOR_KINDS[model_name]
-            batch_size = config.prior_settings(kind).batch_size
+            batch_size = getattr(config, kind.name).batch_size
             side = size // config.downsampling
             data = rng.integers(0, config.num_embeddings, (batch_size, side, side)).astype("int32")
             context = PriorContext(vqvae=build_vqvae(config, data_variance=0.1, steps_per_epoch=1),

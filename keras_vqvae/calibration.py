@@ -8,17 +8,12 @@ as RUN_DIR/PRIOR_anomaly.json; `run_calibration` reads it back, or calibrates it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.errors import InputError
 from keras_vqvae.priors.autoregressive import ANY_POSITION
-
-if TYPE_CHECKING:
-    from keras_vqvae.training.run_folder import RunFolder
 
 CALIBRATION_PERCENTILE = 99.8  # codes less likely than 99.8% of healthy validation codes are redrawn
 SHOWN_PERCENTILES = (50.0, 90.0, 98.0, 99.0, 99.5, 99.8, 99.9)  # kept beside the threshold, for reference
@@ -78,9 +73,10 @@ def calibrate_threshold(prior: keras.Model, codes: np.ndarray, positions: np.nda
             "nll_percentiles": {f"{p:g}": float(np.percentile(nll, p)) for p in SHOWN_PERCENTILES}}
 
 
-def run_calibration(run: RunFolder, prior_name: str, prior: keras.Model, percentile: float = CALIBRATION_PERCENTILE,
+def run_calibration(run, prior_name: str, prior: keras.Model, percentile: float = CALIBRATION_PERCENTILE,
                     verbose: int | str = "auto") -> dict:
-    """The anomaly calibration of the run's prior `prior_name` at `percentile`: the one `train` kept in
+    """The anomaly calibration of the prior `prior_name` of `run` (a `keras_vqvae.training.RunFolder`) at
+    `percentile`: the one `train` kept in
     RUN_DIR/PRIOR_anomaly.json when it is of that percentile, else calibrated now on the validation code maps the
     run keeps (RUN_DIR/codes.npz, with their slice positions for a conditional prior) and kept. A damaged
     calibration is said, in one line, and calibrated again; without usable code maps, an InputError says how to make

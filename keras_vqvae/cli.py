@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import math
 import sys
 from typing import Callable
 
 from keras_vqvae.errors import InputError
-from keras_vqvae.settings import flag, shown
+from keras_vqvae.settings import flag, flat_fields, from_flat, shown
 
 USAGE_ERROR = 2
 
@@ -45,31 +44,30 @@ def finite_float(text: str) -> float:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
-    """One flag per field of `config_class`: --field-name, typed by its default, with the field's help text. A flag
-    left out is left out of the parsed arguments too (see `given_fields`); `config_from_arguments` fills in the
-    field's default."""
-    for field in dataclasses.fields(config_class):
+    """One flag per setting of `config_class`, its nested settings' included (see `keras_vqvae.settings.flat_fields`):
+    --field-name or --prefix-field-name, typed by its default, with the field's help text. A flag left out is left
+    out of the parsed arguments too (see `given_fields`); `config_from_arguments` fills in the field's default."""
+    for name, (_, field) in flat_fields(config_class).items():
         help, default = field.metadata["help"].replace("%", "%%"), field.default
         if isinstance(default, bool):  # a switch, off unless given
-            parser.add_argument(flag(field.name), dest=field.name, action="store_true", default=argparse.SUPPRESS,
-                                help=help)
+            parser.add_argument(flag(name), dest=name, action="store_true", default=argparse.SUPPRESS, help=help)
             continue
         parse = argument_type(field.metadata["parse"]) if "parse" in field.metadata else (
             str if default is None else type(default))
         choices = field.metadata.get("choices")
-        parser.add_argument(flag(field.name), dest=field.name, type=parse, default=argparse.SUPPRESS,
-                            choices=choices, metavar=None if choices else field.name.upper(),  # argparse lists choices
+        parser.add_argument(flag(name), dest=name, type=parse, default=argparse.SUPPRESS,
+                            choices=choices, metavar=None if choices else name.upper(),  # argparse lists choices
                             help=help if default is None else f"{help} (default: {shown(default)})")
 
 
 def given_fields(config_class, arguments: argparse.Namespace) -> set[str]:
-    """The fields of `config_class` whose flags the command line gave."""
-    return {f.name for f in dataclasses.fields(config_class) if hasattr(arguments, f.name)}
+    """The settings of `config_class` whose flags the command line gave, by flat name (`epochs`, `pixelcnn_epochs`)."""
+    return {name for name in flat_fields(config_class) if hasattr(arguments, name)}
 
 
 def config_from_arguments(config_class, arguments: argparse.Namespace):
-    """The configuration the flags give: each field's flag, or its default where the flag was left out."""
-    return config_class(**{name: getattr(arguments, name) for name in given_fields(config_class, arguments)})
+    """The configuration the flags give: each setting's flag, or its default where the flag was left out."""
+    return from_flat(config_class, {name: getattr(arguments, name) for name in given_fields(config_class, arguments)})
 
 
 def main_with_errors(main: Callable[..., int | None]) -> Callable[..., int]:

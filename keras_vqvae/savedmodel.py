@@ -48,7 +48,7 @@ from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PRIOR_KINDS, Sampler, kind_of, make_sampler
 from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
-from keras_vqvae.settings import flag, shown
+from keras_vqvae.settings import flag, flat_values, shown
 from keras_vqvae.training.config import TrainConfig
 from keras_vqvae.calibration import run_calibration
 from keras_vqvae.training.run_folder import RunFolder
@@ -218,9 +218,9 @@ def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -
 
 def train_flags(config: TrainConfig) -> str:
     """The train flags that rebuild `config`: those that differ from the defaults."""
-    defaults = TrainConfig()
-    return " ".join(f"{flag(f.name)} {shown(getattr(config, f.name))}" for f in dataclasses.fields(config)
-                    if getattr(config, f.name) != getattr(defaults, f.name))
+    defaults = flat_values(TrainConfig())
+    return " ".join(flag(name) if value is True else f"{flag(name)} {shown(value)}"  # a switch takes no value
+                    for name, value in flat_values(config).items() if value != defaults[name])
 
 
 def _figures(values: dict) -> str:

@@ -12,12 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_vqvae"
 COMMANDS = {"keras_vqvae.train", "keras_vqvae.predict", "keras_vqvae.export", "keras_vqvae.detect",
             "keras_vqvae.__main__", "keras_vqvae.data.__main__", "keras_vqvae.cli"}
 LAYERS = [  # each layer may import its own and the layers above it only
-    {"keras_vqvae.startup", "keras_vqvae.errors", "keras_vqvae.settings", "keras_vqvae.batching"},
+    {"keras_vqvae.startup", "keras_vqvae.errors", "keras_vqvae.settings", "keras_vqvae.batching", "keras_vqvae.plots"},
     {"keras_vqvae.data"},
     {"keras_vqvae.metrics"},
     {"keras_vqvae.models"},
     {"keras_vqvae.priors"},
-    {"keras_vqvae.anomaly"},
+    {"keras_vqvae.calibration", "keras_vqvae.anomaly"},
     {"keras_vqvae.training"},
     {"keras_vqvae.savedmodel"},
 ]

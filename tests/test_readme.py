@@ -10,7 +10,6 @@ After changing a flag or its help, rewrite the help blocks of docs/commands.md w
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import os
 import re
@@ -91,14 +90,14 @@ def test_the_readme_names_every_command_in_brief():
 
 def test_the_readme_names_every_prior_and_the_train_flags_that_are_not_configuration_fields():
     from keras_vqvae.priors import PRIOR_KINDS
-    from keras_vqvae.settings import flag
+    from keras_vqvae.settings import flag, flat_fields
     from keras_vqvae.training import TrainConfig
 
     readme = README.read_text()
     train_row = next(line for line in readme.splitlines() if line.startswith("| `python3 -m keras_vqvae.train` |"))
     assert all(f"`{name}`" in train_row or f"`--prior {name}`" in train_row for name in PRIOR_KINDS), train_row
     usage = help_text("python3 -m keras_vqvae.train --help").split("\n\n")[0]
-    fields = {flag(field.name) for field in dataclasses.fields(TrainConfig)}
+    fields = {flag(name) for name in flat_fields(TrainConfig)}
     assert set(re.findall(r"\[(--[a-z-]+)", usage)) - fields == {"--stage", "--quiet", "--no-export"}
     assert "Every flag of `train` but `--stage`, `--quiet` and `--no-export`" in readme
 

@@ -15,17 +15,8 @@ import tensorflow as tf
 
 from keras_vqvae.models.optimization import minimize, step_logs
 from keras_vqvae.priors.distribution import code_distribution
-from keras_vqvae.settings import option
 
 ANY_POSITION = -1  # the condition that asks a prior trained with a null class for a slice of any position
-
-
-def unconditional_rate_option(default: float = 0.1):
-    """The setting (a dataclass field, see `keras_vqvae.settings.option`) of an autoregressive prior's
-    `unconditional_rate`."""
-    return option(default, "with a condition (--condition), the fraction of training maps taught as 'any position' "
-                           "(a null class), so that the prior also samples slices of any position (condition -1)",
-                  lambda rate: 0 <= rate < 1)
 
 
 class AutoregressivePrior(keras.Model):

@@ -6,8 +6,6 @@ VQ-VAE decodes. A discriminator, trained against it, tells the latent maps of re
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -18,9 +16,8 @@ from keras_vqvae.models.quantizer import VectorQuantizer
 from keras_vqvae.models.vqvae import VQVAE, decode_images
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.sampler import Sampler
-from keras_vqvae.settings import at_least, check_settings, option, positive
+from keras_vqvae.priors.settings import SNAPPING, DCGANSettings
 
-SNAPPING = ("nearest", "binned")
 SMALLEST_MAP_SIDE = 4  # the generator starts from, and the discriminator ends at, maps at least this small
 
 
@@ -301,25 +298,6 @@ class DiversityMonitor(keras.callbacks.Callback):
         warning = collapse_warning({"diversity_ms_ssim": diversity, "real_diversity_ms_ssim": self.real_diversity})
         if warning:
             print(f"\nwarning: epoch {epoch + 1}: {warning}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DCGANSettings:
-    """The DCGAN prior's settings (flags --dcgan-epochs, ...)."""
-
-    epochs: int = option(30, "training epochs of the DCGAN prior", at_least(1), resumable=True)
-    batch_size: int = option(32, "code maps per training step of the DCGAN (at least 2, for batch normalisation)",
-                             at_least(2))
-    learning_rate: float = option(2e-4, "Adam learning rate of both DCGAN networks (beta_1 0.5)", positive)
-    noise_dim: int = option(128, "length of the DCGAN generator's noise vector", at_least(1))
-    filters: int = option(64, "channels of the generator's last and the discriminator's first convolution",
-                          at_least(1))
-    snapping: str = option("nearest", "how generated latent maps become codes: nearest codebook vector of a "
-                                      "D-channel map, or even bins of a one-channel map (earlier projects)",
-                           choices=SNAPPING)
-
-    def __post_init__(self):
-        check_settings(self, "dcgan")
 
 
 def build_dcgan(settings: DCGANSettings, context: PriorContext) -> LatentDCGAN:

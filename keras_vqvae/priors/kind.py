@@ -1,8 +1,9 @@
 """How a prior plugs in: one `PriorKind` declaration per prior, which the command line, the training pipeline, the
 run folder, the plots and the export read.
 
-A new prior is a module that defines its model, its sampler(s), a settings dataclass and a `PriorKind`, plus one
-entry in `keras_vqvae.priors.PRIOR_KINDS`.
+A new prior is a module that defines its model, its sampler(s) and a `PriorKind`, plus its settings dataclass in
+`keras_vqvae.priors.settings`, one entry in `keras_vqvae.priors.PRIOR_KINDS` and one field in
+`keras_vqvae.training.config.TrainConfig`, named after the prior.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ class PriorKind:
             its files in a run folder (`NAME.keras`, `NAME_checkpoints/`, `plots/NAME_samples.png`).
         description: what it is, in a few words, for help texts and messages.
         model_class: the class of its models.
-        settings: a dataclass of its settings (fields declared with `keras_vqvae.settings.option`); it has at
-            least `epochs` and `batch_size`.
+        settings: the dataclass of its settings, in `keras_vqvae.priors.settings` (fields declared with
+            `keras_vqvae.settings.option`; `TrainConfig.NAME` holds one); it has at least `epochs` and `batch_size`.
         build: (settings, context) -> the prior, compiled with its optimizer(s).
         samplers: its `Sampler` classes, which draw the same codes (at different speeds).
         default_sampler: the name of the one to use unless another is asked for.

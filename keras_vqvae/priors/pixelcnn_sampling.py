@@ -23,17 +23,14 @@ Reference:
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from keras_vqvae.models.optimization import cosine_adam
 from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
-from keras_vqvae.priors.autoregressive import unconditional_rate_option
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedPixelCNN, _gate
 from keras_vqvae.priors.sampler import Sampler, flat_given, kept_or_drawn
-from keras_vqvae.settings import at_least, check_settings, odd_at_least, option, positive
+from keras_vqvae.priors.settings import PixelCNNSettings
 
 
 def _set_codes(codes, position, new_codes):
@@ -176,23 +173,6 @@ class CachedSampler(Sampler):
             lambda row, *_: row < h, row_step,
             (tf.constant(0), tf.zeros((size, h, w), tf.int32), tf.zeros((size, 1, w, f), dtype), empty_rows))
         return codes
-
-
-@dataclasses.dataclass(frozen=True)
-class PixelCNNSettings:
-    """The PixelCNN prior's settings (flags --pixelcnn-epochs, ...)."""
-
-    epochs: int = option(12, "training epochs of the PixelCNN prior", at_least(1), resumable=True)
-    batch_size: int = option(16, "code maps per training step of the PixelCNN", at_least(1))
-    learning_rate: float = option(1e-3, "peak Adam learning rate of the PixelCNN, decayed along a cosine to 2% of it",
-                                  positive)
-    filters: int = option(64, "channels of the PixelCNN's gated stacks", at_least(1))
-    layers: int = option(12, "gated layers of the PixelCNN", at_least(1))
-    kernel_size: int = option(5, "kernel width of the PixelCNN's stacks (odd)", odd_at_least(3))
-    unconditional_rate: float = unconditional_rate_option()
-
-    def __post_init__(self):
-        check_settings(self, "pixelcnn")
 
 
 def build_pixelcnn(settings: PixelCNNSettings, context: PriorContext) -> GatedPixelCNN:

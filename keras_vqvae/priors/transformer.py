@@ -6,20 +6,18 @@ whole network for every position, and one that caches each layer's keys and valu
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vqvae.errors import InputError
 from keras_vqvae.models.optimization import cosine_adam
-from keras_vqvae.priors.autoregressive import AutoregressivePrior, unconditional_rate_option
+from keras_vqvae.priors.autoregressive import AutoregressivePrior
 from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.sampler import Sampler, flat_given, kept_or_drawn
-from keras_vqvae.settings import at_least, check_settings, option, positive
+from keras_vqvae.priors.settings import TransformerSettings
 
 MASKED = -1e9  # the attention score of a position a query may not see: exp underflows to exactly 0
 
@@ -228,27 +226,6 @@ class CachedTransformerSampler(Sampler):
             lambda position, *_: position < length, position_step,
             (tf.constant(0), tf.zeros((size, length), tf.int32), prior.start(labels, size), empty, empty))
         return tf.reshape(codes, (-1, *prior.grid_shape))
-
-
-@dataclasses.dataclass(frozen=True)
-class TransformerSettings:
-    """The transformer prior's settings (flags --transformer-epochs, ...)."""
-
-    epochs: int = option(12, "training epochs of the transformer prior", at_least(1), resumable=True)
-    batch_size: int = option(16, "code maps per training step of the transformer", at_least(1))
-    learning_rate: float = option(1e-3, "peak Adam learning rate of the transformer, decayed along a cosine to 2% of "
-                                        "it", positive)
-    dim: int = option(128, "width of the transformer's vectors (a multiple of its heads)", at_least(1))
-    layers: int = option(4, "transformer layers", at_least(1))
-    heads: int = option(4, "attention heads of each transformer layer", at_least(1))
-    unconditional_rate: float = unconditional_rate_option()
-
-    def __post_init__(self):
-        check_settings(self, "transformer")
-        if self.dim % self.heads:
-            raise InputError(f"--transformer-dim {self.dim} is not a multiple of --transformer-heads {self.heads}: "
-                             f"each head takes an equal share of the width, so pick e.g. --transformer-dim "
-                             f"{self.heads * max(1, round(self.dim / self.heads))}")
 
 
 def build_transformer(settings: TransformerSettings, context: PriorContext) -> CodeTransformer:

@@ -37,4 +37,4 @@ def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int)
 
 def build_prior(config: TrainConfig, kind: PriorKind, context: PriorContext):
     """The prior of `kind` and its optimizer(s), with the settings `config` holds for it."""
-    return kind.build(config.prior_settings(kind), context)
+    return kind.build(getattr(config, kind.name), context)

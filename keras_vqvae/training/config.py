@@ -2,7 +2,9 @@
 flags (each field is one flag, with its help text and its check), so that nothing is written twice.
 
 `TrainConfig` holds the run's, the data's and the VQ-VAE's settings, then the settings of every registered prior,
-each under its prior's name (`pixelcnn_epochs` is the `epochs` of `PixelCNNSettings`, flag --pixelcnn-epochs).
+each under its prior's name: `config.pixelcnn.epochs` is the `epochs` of `PixelCNNSettings`
+(`keras_vqvae.priors.settings`), flag --pixelcnn-epochs. Which settings a resumed run may change, and which retrain a
+prior, is said once, in `TrainConfig.RESUMABLE`, `RETRAINS_PRIOR` and `PRIOR_RESUMABLE`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from keras_vqvae.data.synthetic import SubjectSplit
 from keras_vqvae.errors import InputError
 from keras_vqvae.priors import PRIOR_KINDS, PriorKind
 from keras_vqvae.priors.sampler import MAX_SEED
-from keras_vqvae.settings import (Check, at_least, between, check_settings, flag, option, positive,
-                                  power_of_two_at_least, shown)
+from keras_vqvae.priors.settings import DCGANSettings, PixelCNNSettings, TransformerSettings
+from keras_vqvae.settings import (Check, at_least, between, check_settings, flag, flat_fields, from_flat, nested, option,
+                                  positive, power_of_two_at_least, shown)
 from keras_vqvae.training.distribute import PRECISIONS, STRATEGIES
 
 CODEBOOK_UPDATES = ("ema", "loss")
@@ -27,8 +30,10 @@ def _subject_counts(text: str) -> tuple[int, int, int]:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSettings:
-    """The run's, the data's and the VQ-VAE's settings; `TrainConfig` adds the priors' settings to them."""
+class TrainConfig:
+    """Everything that defines a training run: the run's, the data's and the VQ-VAE's settings, then those of each
+    prior over its codes (`pixelcnn`, `transformer`, `dcgan`). What the defaults reach on the embedded synthetic data,
+    and how long they take, is in the README's results and run time."""
 
     data: str | None = option(None, "folder of slices: the one holding keras_png_slices_train|validate|test, one "
                                     "split folder, or any folder of PNG/JPEG slices (default: embedded synthetic "
@@ -37,8 +42,7 @@ class RunSettings:
                                         "the same command again resumes the run in it")
     image_size: int = option(128, "side of the square images the model sees, in pixels (slices are resized to it)",
                              at_least(16))
-    epochs: int = option(40, "number of training epochs (raise it to continue a finished run)", at_least(1),
-                         resumable=True)
+    epochs: int = option(40, "number of training epochs (raise it to continue a finished run)", at_least(1))
     batch_size: int = option(8, "images per training step", at_least(1))
     learning_rate: float = option(2e-3, "peak Adam learning rate, decayed along a cosine to 2% of it", positive)
     num_embeddings: int = option(256, "codebook size K: number of discrete codes", at_least(2))
@@ -66,30 +70,45 @@ class RunSettings:
     judge_subjects: int = option(144, "with the embedded data: further virtual subjects, in no split, that the "
                                       "slice-position network judging generated slices learns beside the training "
                                       "split (0: the training split alone, as always with --data)", at_least(0))
-    judge_epochs: int = option(15, "training epochs of that slice-position network (fewer: a quicker, less sure "
-                                   "judge)", at_least(1), resumable=True)
+    judge_epochs: int = option(15, "training epochs of the slice-position network that judges generated slices "
+                                   "(once trained, a run keeps it)", at_least(1))
     prior: str = option("pixelcnn", "which prior learns the codes: " + "; ".join(
         f"{kind.name}, {kind.description}" for kind in PRIOR_KINDS.values()) + ". A run folder can hold one of "
-        "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS), resumable=True)
+        "each, trained on the same VQ-VAE", choices=tuple(PRIOR_KINDS))
     condition: str = option("auto", "what the prior is conditioned on: the slice position read from file names "
                                     "(then samples can be asked for a slice position), nothing, or auto: the slice "
                                     "position whenever every file name carries one (and the strategy is not "
                                     "multi-worker); for the priors that take a "
                                     "condition: " + ", ".join(
                                         kind.name for kind in PRIOR_KINDS.values() if kind.conditional),
-                            choices=("auto", "slice", "none"), retrains_prior=True)
+                            choices=("auto", "slice", "none"))
     strategy: str = option("auto", "tf.distribute strategy: auto (mirrored over several GPUs, else one device), "
                                    "one-device, mirrored, multi-worker (machines listed in TF_CONFIG) or tpu",
-                           choices=STRATEGIES, resumable=True)
+                           choices=STRATEGIES)
     mixed_precision: str = option("off", "compute in float16 or bfloat16 with float32 weights (the quantizer stays "
-                                         "float32), or off", choices=tuple(PRECISIONS), resumable=True)
-    jit_compile: bool = option(False, "compile the training steps with XLA", resumable=True)
+                                         "float32), or off", choices=tuple(PRECISIONS))
+    jit_compile: bool = option(False, "compile the training steps with XLA")
     cache: str = option("memory", "where decoded, resized slices are kept after the first epoch: memory, none, or a "
-                                  "path prefix for files on disk (for data larger than memory)", resumable=True)
+                                  "path prefix for files on disk (for data larger than memory)")
     num_generated: int = option(256, "slices generated for the generation metrics (at least 256 for a fair Fréchet "
                                      "distance) and the samples grid",
-                                at_least(2), resumable=True)
-    temperature: float = option(1.0, "sampling temperature of those slices", positive, resumable=True)
+                                at_least(2))
+    temperature: float = option(1.0, "sampling temperature of those slices", positive)
+    pixelcnn: PixelCNNSettings = nested(PixelCNNSettings)  # flags --pixelcnn-epochs, ...
+    transformer: TransformerSettings = nested(TransformerSettings)
+    dcgan: DCGANSettings = nested(DCGANSettings)
+
+    # Resuming a run (its --run-dir again) keeps what the run folder holds. Of the settings above, a resumed run may
+    # change these: they say how far, where and how fast to train and what to generate, not what is trained
+    # (run_dir: a run folder may have been moved).
+    RESUMABLE = frozenset({"run_dir", "epochs", "prior", "strategy", "mixed_precision", "jit_compile", "cache",
+                           "num_generated", "temperature", "judge_epochs"})
+    # A change to these trains the priors that take a condition afresh, on the same VQ-VAE.
+    RETRAINS_PRIOR = frozenset({"condition"})
+    # Every other one is fixed: a change is refused, naming its flag (`check_resumable_from`).
+    # Of a prior's own settings, these may change (the prior trains on to its new epochs); a change to any other trains
+    # that prior afresh, and no other (see `prior_tag`).
+    PRIOR_RESUMABLE = frozenset({"epochs"})
 
     def __post_init__(self):
         check_settings(self)
@@ -119,24 +138,21 @@ class RunSettings:
     def run_path(self) -> Path:
         return Path(self.run_dir)
 
-    def prior_settings(self, kind: PriorKind):
-        """The settings of prior `kind` in this configuration: an instance of its settings dataclass."""
-        return kind.settings(**{field.name: getattr(self, f"{kind.name}_{field.name}")
-                                for field in dataclasses.fields(kind.settings)})
-
     def prior_tag(self, kind: PriorKind) -> dict[str, str]:
-        """The settings that make a trained prior of `kind` what it is: changing one retrains that prior."""
-        names = [f.name for f in dataclasses.fields(self)
-                 if (f.metadata.get("prior") == kind.name and not f.metadata.get("resumable"))
-                 or (f.metadata.get("retrains_prior") and kind.conditional)]
-        return {name: shown(getattr(self, name)) for name in names}
+        """The settings that make a trained prior of `kind` what it is, by the names its checkpoints' state.json
+        records them under (`condition`, `pixelcnn_filters`, ...): changing one retrains that prior."""
+        settings = getattr(self, kind.name)
+        tag = {name: shown(getattr(self, name)) for name in sorted(self.RETRAINS_PRIOR) if kind.conditional}
+        tag.update({f"{kind.name}_{field.name}": shown(getattr(settings, field.name))
+                    for field in dataclasses.fields(settings) if field.name not in self.PRIOR_RESUMABLE})
+        return tag
 
-    def check_resumable_from(self, saved: RunSettings) -> None:
-        """Raises InputError when this run's settings differ from the saved run's in more than the resumable fields
-        and the priors' settings (a prior whose settings change is trained again, the VQ-VAE is kept)."""
-        fixed = [f.name for f in dataclasses.fields(self) if not (
-            f.metadata.get("resumable") or f.metadata.get("prior") or f.metadata.get("retrains_prior")
-            or f.name == "run_dir")]
+    def check_resumable_from(self, saved: TrainConfig) -> None:
+        """Raises InputError when this run's settings differ from the saved run's in a fixed one (neither in
+        `RESUMABLE` nor in `RETRAINS_PRIOR`, nor a prior's own: a prior whose settings change is trained again, the
+        VQ-VAE is kept)."""
+        fixed = [name for name, (prior, _) in flat_fields(type(self)).items()
+                 if not prior and name not in self.RESUMABLE | self.RETRAINS_PRIOR]
         changed = [name for name in fixed if getattr(self, name) != getattr(saved, name)]
         if changed:
             listed = ", ".join(f"{flag(n)} {shown(getattr(saved, n))} (now {shown(getattr(self, n))})"
@@ -145,25 +161,19 @@ class RunSettings:
                              f"or give a new --run-dir")
 
     def to_json(self) -> str:
+        """The configuration as config.json holds it, each prior's settings under its name: `"pixelcnn": {"epochs":
+        12, ...}`."""
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str):
-        """The configuration that `to_json` wrote (fields it lacks keep their defaults; unknown ones are ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items() if k in known}
-        return cls(**values)
-
-
-def _prior_fields(kind: PriorKind) -> list[tuple[str, type, dataclasses.Field]]:
-    """Each field of the prior's settings as a field of TrainConfig named `PRIOR_FIELD`."""
-    return [(f"{kind.name}_{field.name}", field.type,
-             dataclasses.field(default=field.default, metadata={**field.metadata, "prior": kind.name}))
-            for field in dataclasses.fields(kind.settings)]
-
-
-TrainConfig = dataclasses.make_dataclass(
-    "TrainConfig", [field for kind in PRIOR_KINDS.values() for field in _prior_fields(kind)], bases=(RunSettings,),
-    frozen=True, namespace={"__module__": __name__, "__doc__": (
-        "Everything that defines a training run: the VQ-VAE, then the priors over its codes. What the defaults reach "
-        "on the embedded synthetic data, and how long they take, is in the README's results and run time.")})
+    def from_json(cls, text: str) -> TrainConfig:
+        """The configuration that `to_json` wrote, or that earlier versions wrote with the priors' settings flat
+        (`"pixelcnn_epochs": 12`), whose run folders so resume. Settings it lacks keep their defaults; unknown ones
+        are ignored."""
+        values = {}
+        for key, value in json.loads(text).items():
+            if isinstance(value, dict):  # a prior's settings
+                values.update({f"{key}_{name}": inner for name, inner in value.items()})
+            else:
+                values[key] = tuple(value) if isinstance(value, list) else value
+        return from_flat(cls, values)

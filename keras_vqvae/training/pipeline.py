@@ -102,7 +102,7 @@ def _checked_run(config: TrainConfig, stage: str) -> tuple[RunFolder, TrainConfi
         config = dataclasses.replace(config, prior=saved.prior)  # the prior trained last stays the run's
     if stage != "vqvae":
         kind = PRIOR_KINDS[config.prior]
-        checkpoints, epochs = run.checkpoints(kind.name), config.prior_settings(kind).epochs
+        checkpoints, epochs = run.checkpoints(kind.name), getattr(config, kind.name).epochs
         resumed = not checkpoints.changes(prior_tag(config, kind, config.epochs))
         if resumed and checkpoints.epochs() > epochs:
             raise InputError(_fewer_epochs(run, f"{kind.name} prior", checkpoints.epochs(), flag("epochs", kind.name),

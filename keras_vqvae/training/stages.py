@@ -141,7 +141,7 @@ class PriorStage:
         automatic = (config.condition == "auto" and splits.slices.carry_positions
                      and config.strategy != "multi-worker")  # see TrainConfig
         self.conditional = kind.conditional and (config.condition == "slice" or automatic)
-        self.settings = config.prior_settings(kind)
+        self.settings = getattr(config, kind.name)
         self.batch_size = (min(self.settings.batch_size, len(self.codes["train"])) if kind.drop_remainder
                            else self.settings.batch_size)
 
