@@ -191,12 +191,21 @@ def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = Non
 
 
 def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -> Path:
-    """Exports the VQ-VAE of a run folder and (unless `prior` is None) its prior of that name ('pixelcnn',
-    'transformer', 'dcgan') as a SavedModel into `out` (None: RUN_DIR/saved_model), with a model card README.md;
-    returns `out`. `RunFolder.current_prior()` names the prior `train` and `export` choose by default.
+    """A run's models as a TensorFlow SavedModel that runs without this package, with a model card README.md.
 
     An existing SavedModel in `out` is replaced only once the new one is written; a file, or any other non-empty
-    folder, is refused before anything is loaded."""
+    folder, is refused before anything is loaded.
+
+    Args:
+        run_dir: a run folder made by `keras_vqvae.training.train`.
+        out: the SavedModel's folder; None: RUN_DIR/saved_model.
+        prior: the run's prior behind the `sample` (and, for priors that make anomaly maps, `anomaly`) endpoint:
+            'pixelcnn', 'transformer' or 'dcgan'; None for the VQ-VAE's endpoints alone.
+            `RunFolder(run_dir).current_prior()` is the one the commands take.
+
+    Returns:
+        The folder written: endpoints `encode`, `decode`, `reconstruct`, and with a prior `sample` (and `anomaly`).
+    """
     run = RunFolder(run_dir)
     out = folder_to_write(out if out is not None else run.export_path, "--out")
     if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():

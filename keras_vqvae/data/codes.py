@@ -11,10 +11,19 @@ from keras_vqvae.data.datasets import sharded_by_element
 def make_code_dataset(codes: np.ndarray, batch_size: int, *, labels: np.ndarray | None = None,
                       training: bool = False, seed: int | None = None,
                       drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batches of code maps (batch, h, w) int32, or (codes, labels (batch,) int32) pairs when `labels` is given.
+    """Code maps as a `tf.data` pipeline for training or evaluating a prior.
 
-    Shuffled each epoch when `training` (deterministically when `seed` is given), batched (without the last,
-    smaller batch when `drop_remainder`) and prefetched.
+    Args:
+        codes: code maps (n, h, w) int, e.g. `VQVAE.encode` of every slice of a split.
+        batch_size: maps per batch.
+        labels: (n,) int class labels of the maps (slice positions) for a conditional prior, or None.
+        training: shuffle the maps each epoch.
+        seed: the seed of that shuffle (None: another order every time).
+        drop_remainder: leave out the last, smaller batch (for batch normalisation).
+
+    Returns:
+        A `tf.data.Dataset` of code maps (batch, h, w) int32, or of (codes, labels (batch,) int32) pairs when
+        `labels` is given, prefetched.
     """
     codes = tf.convert_to_tensor(codes, tf.int32)
     elements = codes if labels is None else (codes, tf.convert_to_tensor(labels, tf.int32))

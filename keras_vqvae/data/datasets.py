@@ -105,8 +105,14 @@ def _running(pid: str) -> bool:
 
 
 def pixel_variance(dataset: tf.data.Dataset) -> float:
-    """Variance of all pixels of a (batched) dataset, in one pass: the normaliser of the reconstruction loss. An
-    InputError when it is zero (blank slices), which no loss can be normalised by."""
+    """The variance of every pixel of a dataset, in one pass: the normaliser of the VQ-VAE's reconstruction loss.
+
+    Args:
+        dataset: batches of images, as `make_dataset` gives them.
+
+    Returns:
+        The variance, a float; an InputError when it is zero (blank slices), which no loss can be normalised by.
+    """
     total, total_sq, count = 0.0, 0.0, 0
     for images in dataset:
         values = images.numpy().astype(np.float64)

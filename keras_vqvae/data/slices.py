@@ -126,14 +126,35 @@ def _decode_file(path: tf.Tensor) -> tf.Tensor:
 
 def load_slices(path: str | Path | None = None, seed: int = 0,
                 synthetic_subjects: synthetic.SubjectSplit = synthetic.SubjectSplit()) -> Slices:
-    """Slices from `path` (see the module docstring), or the embedded synthetic subjects when `path` is None."""
+    """The three splits of a data source: a folder of slices, or the embedded synthetic subjects.
+
+    Args:
+        path: a folder in the OASIS layout, one split folder, or any folder of PNG/JPEG slices (see the module
+            docstring; `read_folder`); None for the embedded synthetic data (`synthetic_slices`).
+        seed: the seed of the split by subject (a folder that is not in the OASIS layout) or of the virtual
+            subjects.
+        synthetic_subjects: with the embedded data, the virtual subjects of train, validate and test.
+
+    Returns:
+        `Slices`: `train`, `validate` and `test` `SliceSet`s (subject-disjoint), a one-line description and notes on
+        what was done to the input (conversions, skipped files). An InputError names a missing or empty folder, a
+        corrupt image or an incomplete OASIS layout before anything is decoded.
+    """
     if path is None:
         return synthetic_slices(synthetic_subjects, seed)
     return read_folder(path, seed)
 
 
 def synthetic_slices(subjects: synthetic.SubjectSplit = synthetic.SubjectSplit(), seed: int = 0) -> Slices:
-    """The embedded default data: virtual subjects from the MNI152 template, generated in memory."""
+    """The embedded default data: virtual subjects made from the MNI152 template, in memory.
+
+    Args:
+        subjects: how many virtual subjects each split holds (48, 8, 8 by default), 32 slices each.
+        seed: the seed of their anatomy and scanner; the same seed gives the same slices.
+
+    Returns:
+        `Slices` of 256x256 uint8 pixels held in memory, named and numbered as OASIS names its slices.
+    """
     sets = {split: _synthetic_set(split, *arrays)
             for split, arrays in synthetic.make_split_arrays(subjects, seed).items()}
     return Slices(**sets, description=f"embedded synthetic data (seed {seed})", notes=(synthetic.ANNOUNCEMENT,))
@@ -150,7 +171,16 @@ def _synthetic_set(name: str, pixels: np.ndarray, case_ids: np.ndarray, slice_nu
 
 
 def read_folder(path: str | Path, seed: int = 0) -> Slices:
-    """Slices from a folder in the OASIS layout, or any folder of slices split by subject (see module docstring)."""
+    """Slices from a folder: in the OASIS layout, its three split folders; any other folder, split by subject.
+
+    Args:
+        path: the folder (a leading ~ is the home folder).
+        seed: the seed of the split by subject (80/10/10) of a folder that is not in the OASIS layout.
+
+    Returns:
+        `Slices` of the folder's image files, every one checked to decode (an InputError names the first that does
+        not), with notes on the images that are converted or skipped.
+    """
     root = existing_folder(path, "data folder", "give the folder that holds keras_png_slices_train, _validate and "
                                                 "_test (or any folder of PNG slices), or leave --data out for the "
                                                 "embedded data")
@@ -172,7 +202,15 @@ def read_folder(path: str | Path, seed: int = 0) -> Slices:
 
 
 def read_images(path: str | Path) -> tuple[SliceSet, tuple[str, ...]]:
-    """Every slice in one folder, in name order, as a SliceSet named "images", and notes on conversions."""
+    """Every slice in one folder, not split.
+
+    Args:
+        path: a folder of PNG or JPEG slices.
+
+    Returns:
+        (a `SliceSet` named 'images' of its files in name order, with each file's subject and slice number where the
+        name carries them; notes on conversions), every file checked to decode.
+    """
     scan = _scan(existing_folder(path, "data folder", "give a folder of PNG or JPEG slices"))
     return _slice_set("images", scan.files), _notes([scan])
 
