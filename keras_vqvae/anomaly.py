@@ -225,7 +225,21 @@ class AnomalyDetector:
 
 @dataclasses.dataclass(frozen=True)
 class AnomalyMaps:
-    """What `anomaly_maps` returns, as numpy arrays (see `AnomalyDetector.detect` for each)."""
+    """What `anomaly_maps` returns, as numpy arrays (see `AnomalyDetector.detect`), for n slices of S x S pixels,
+    h x w codes and D healing draws.
+
+    Attributes:
+        maps: (n, S, S) the anomaly maps.
+        scores: (n,) each slice's score, the mean of its map's highest TOP_FRACTION inside the brain.
+        nll: (n, h, w) each code's NLL under the prior, in bits.
+        redrawn: (n, h, w) bool, the codes above the threshold.
+        healed_codes: (n, D, h, w) the healed code maps.
+        healed: (n, D, S, S, 1) in [0, 1], their decoded slices.
+        reconstructions: (n, S, S, 1) in [0, 1], the plain reconstructions.
+        residual_maps: (n, S, S) the plain reconstruction residual, masked and smoothed as the maps.
+        residual_scores: (n,) its scores.
+        threshold: the threshold in bits.
+    """
 
     maps: np.ndarray
     scores: np.ndarray

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_vqvae import CodebookUsage, Perplexity, brain_ssim, psnr, ssim
@@ -14,12 +15,13 @@ def brain_batch(subject_slices):
 def test_ssim_is_tf_image_ssim_to_float_precision(subject_slices):
     x = brain_batch(subject_slices)
     blurred = tf.nn.avg_pool2d(x, 3, 1, "SAME")
-    np.testing.assert_allclose(ssim(x, blurred), tf.image.ssim(x, blurred, max_val=1.0), atol=1e-5)  # XLA rounding
+    np.testing.assert_allclose(ssim(x, blurred).values, tf.image.ssim(x, blurred, max_val=1.0), atol=1e-5)  # XLA rounding
 
 
 def test_identical_images_score_one(subject_slices):
     x = brain_batch(subject_slices)
-    np.testing.assert_allclose(ssim(x, x), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(ssim(x, x).values, 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(ssim(x, x).counted, 1.0)
     values, has_brain = brain_ssim(x, x)
     np.testing.assert_allclose(values, 1.0, rtol=1e-6)
     np.testing.assert_array_equal(has_brain, 1.0)
@@ -28,14 +30,14 @@ def test_identical_images_score_one(subject_slices):
 def test_blur_costs_more_inside_the_brain_than_over_the_whole_image(subject_slices):
     x = brain_batch(subject_slices)
     blurred = tf.nn.avg_pool2d(x, 3, 1, "SAME")
-    whole, (inside, _) = ssim(x, blurred), brain_ssim(x, blurred)
+    whole, inside = ssim(x, blurred).values, brain_ssim(x, blurred).values
     assert np.all(inside < whole - 0.02)
 
 
 def test_a_grey_background_is_penalised_by_ssim_but_not_by_brain_ssim(subject_slices):
     x = brain_batch(subject_slices)
     lifted = tf.where(x > 0, x, 2.0 / 255.0)  # background two grey levels above black
-    assert np.all(ssim(x, lifted) < 0.9)
+    assert np.all(ssim(x, lifted).values < 0.9)
     values, _ = brain_ssim(x, lifted)
     assert np.all(values > 0.9)
 
@@ -67,6 +69,8 @@ def test_a_blank_slice_and_an_exact_reconstruction_are_left_out_of_psnr(subject_
     values, counted = psnr(x, reconstructions)
     np.testing.assert_array_equal(counted, [0.0, 0.0, 1.0])
     np.testing.assert_allclose(values, [0.0, 0.0, 40.0], rtol=1e-4)  # finite: means and JSON files stay finite
+    assert psnr(x, reconstructions).mean() == pytest.approx(40.0, rel=1e-4)  # the counted slice's alone
+    assert np.isnan(brain_ssim(x[:1], x[:1]).mean())  # no slice counts
 
 
 def test_codebook_usage_and_perplexity_accumulate_over_updates():

@@ -79,7 +79,7 @@ def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_s
     np.testing.assert_allclose(written, reconstructions, atol=0.5 / 255 + 1e-6)
     brain, has_brain = brain_ssim(originals, reconstructions)
     assert has_brain.numpy().all()
-    assert metrics["ssim"] == pytest.approx(float(np.mean(ssim(originals, reconstructions))), rel=1e-4)
+    assert metrics["ssim"] == pytest.approx(float(np.mean(ssim(originals, reconstructions).values)), rel=1e-4)
     assert metrics["brain_ssim"] == pytest.approx(float(np.mean(brain)), rel=1e-4)
     values, counted = psnr(originals, reconstructions)
     assert counted.numpy().all() and metrics["psnr"] == pytest.approx(float(np.mean(values)), rel=1e-4)

@@ -28,7 +28,11 @@ class _CodeHistogram(keras.metrics.Metric):
 
 @keras.saving.register_keras_serializable(package="keras_vqvae")
 class CodebookUsage(_CodeHistogram):
-    """Fraction of the codebook's codes chosen at least once since the last reset."""
+    """Fraction of the codebook's codes chosen at least once since the last reset.
+
+    Args:
+        num_embeddings: K, the codebook's size.
+    """
 
     def __init__(self, num_embeddings: int, name: str = "codebook_usage", **kwargs):
         super().__init__(num_embeddings, name=name, **kwargs)
@@ -39,7 +43,11 @@ class CodebookUsage(_CodeHistogram):
 
 @keras.saving.register_keras_serializable(package="keras_vqvae")
 class Perplexity(_CodeHistogram):
-    """exp(entropy) of the code distribution since the last reset: the effective number of codes in use."""
+    """exp(entropy) of the code distribution since the last reset: the effective number of codes in use.
+
+    Args:
+        num_embeddings: K, the codebook's size.
+    """
 
     def __init__(self, num_embeddings: int, name: str = "perplexity", **kwargs):
         super().__init__(num_embeddings, name=name, **kwargs)

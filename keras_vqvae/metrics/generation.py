@@ -95,9 +95,18 @@ def _chunk(images, start, size):
 
 
 def pairwise_ssim(x, y, region: str = "image") -> np.ndarray:
-    """SSIM of every pair (x_a, y_b): (len(x), len(y)); images (n, H, W, 1) in [0, 1]. Equal to tf.image.ssim of
-    each pair (max_val 1, 11x11 window), computed with one filtering per pair instead of five. With `region`
-    'brain', the SSIM map is averaged over x_a's brain only, as `keras_vqvae.metrics.image.brain_ssim` does."""
+    """SSIM of every pair (x_a, y_b), equal to tf.image.ssim of each pair (max_val 1, 11x11 window), computed with
+    one filtering per pair instead of five.
+
+    Args:
+        x: images (a, H, W, 1) in [0, 1].
+        y: images (b, H, W, 1) in [0, 1].
+        region: 'image' averages the SSIM map over the whole image; 'brain' over x_a's brain only, as
+            `keras_vqvae.metrics.image.brain_ssim` does.
+
+    Returns:
+        (a, b) float32: the SSIM of x_a and y_b at [a, b].
+    """
     return _pairwise_terms(x, y, region)[0]
 
 
@@ -111,11 +120,18 @@ def ms_ssim_scales(side: int) -> int:
 
 
 def pairwise_ms_ssim(x, y) -> np.ndarray:
-    """Multi-scale SSIM (Wang et al. 2003) of every pair (x_a, y_b): (len(x), len(y)); images (n, H, W, 1) in [0, 1].
+    """Multi-scale SSIM (Wang et al. 2003) of every pair (x_a, y_b).
 
     As tf.image.ssim_multiscale with the first S of its power factors, renormalised to sum to 1, where S =
     `ms_ssim_scales(min(H, W))` (4 at 128x128: the fifth scale, 8x8, is smaller than the SSIM window):
         MS-SSIM = prod_{s < S} relu(cs_s)^w_s * relu(SSIM_S)^w_S
+
+    Args:
+        x: images (a, H, W, 1) in [0, 1].
+        y: images (b, H, W, 1) in [0, 1].
+
+    Returns:
+        (a, b) float32: the MS-SSIM of x_a and y_b at [a, b].
     """
     x, y = tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)
     scales = ms_ssim_scales(min(x.shape[1], x.shape[2]))
@@ -148,6 +164,15 @@ def generation_metrics(generated, test, train, seed: int = 0) -> dict[str, float
       samples score near 1.
 
     SSIM is whole-image SSIM (tf.image.ssim, max_val 1), as those projects used.
+
+    Args:
+        generated: generated slices (n, H, W, 1) in [0, 1]; every one counts.
+        test: real slices the models never saw (m, H, W, 1) in [0, 1].
+        train: the training slices (k, H, W, 1) in [0, 1].
+        seed: the seed that draws n of the test slices for the real figures.
+
+    Returns:
+        A dict of the figures above and `generated`, the number of generated slices they count.
     """
     generated, test, train = (np.asarray(images, np.float32) for images in (generated, test, train))
     real = real_sample(test, len(generated), seed)
@@ -176,7 +201,14 @@ def spread(total: int, count: int) -> np.ndarray:
 
 
 def diversity_ms_ssim(images) -> float:
-    """Mean MS-SSIM over all pairs of distinct images (n >= 2, (n, H, W, 1) in [0, 1]): 1 when all are the same."""
+    """How alike a set of images is: the mean MS-SSIM over all pairs of distinct images.
+
+    Args:
+        images: (n, H, W, 1) in [0, 1], n >= 2.
+
+    Returns:
+        The mean, a float: 1 when all are the same, lower for a more varied set.
+    """
     similarity = pairwise_ms_ssim(images, images)  # (n, n)
     return float(similarity[~np.eye(len(similarity), dtype=bool)].mean())
 

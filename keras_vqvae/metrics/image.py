@@ -1,6 +1,7 @@
 """Image quality: SSIM, brain SSIM and PSNR of reconstructions.
 
-The functions take batches of images (batch, height, width, 1) with values in [0, 1] and return one value per image.
+The functions take batches of images (batch, height, width, 1) with values in [0, 1] and return `SliceScores`: one
+value per image, and whether it counts.
 Whole-image SSIM is inflated by the black background around a brain slice: a visibly blurry model scores about 0.90
 on the whole image and 0.75 inside the brain. `brain_ssim` therefore averages the same SSIM map over the brain only.
 Blank slices (no brain pixel) count in whole-image SSIM only: brain SSIM and PSNR leave them out.
@@ -8,11 +9,30 @@ Blank slices (no brain pixel) count in whole-image SSIM only: brain SSIM and PSN
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 SSIM_FILTER_SIZE = 11  # tf.image.ssim's Gaussian window (sigma 1.5), used for every SSIM figure here
 BRAIN_THRESHOLD = 0.5 / 255  # a pixel brighter than half an 8-bit grey level is brain, not background
 BRAIN_DILATION = 5  # the brain mask is dilated by a 5x5 window (2 pixels) to include the brain's edge
+
+
+class SliceScores(NamedTuple):
+    """A figure of each slice of a batch, and whether it counts: average `values` weighted by `counted`.
+
+    Attributes:
+        values: (batch,) float32, 0 where the slice does not count.
+        counted: (batch,) float32, 1 where the slice counts, 0 where it does not.
+    """
+
+    values: tf.Tensor
+    counted: tf.Tensor
+
+    def mean(self) -> float:
+        """The mean of the values of the slices that count (nan when none does)."""
+        total = float(tf.reduce_sum(self.counted))
+        return float(tf.reduce_sum(self.values * self.counted)) / total if total else float("nan")
 
 
 @tf.function(jit_compile=True)  # tf.image.ssim's 11x11 depthwise convolutions run about 3x faster under XLA on a CPU
@@ -37,27 +57,51 @@ def ssim_scores(originals: tf.Tensor, reconstructions: tf.Tensor) -> tuple[tf.Te
     return tf.reduce_mean(index_map, axis=[1, 2]), brain, tf.cast(area > 0, tf.float32)
 
 
-def ssim(originals: tf.Tensor, reconstructions: tf.Tensor) -> tf.Tensor:
-    """Mean structural similarity of each image pair, (batch,): tf.image.ssim with an 11x11 Gaussian window."""
-    return ssim_scores(originals, reconstructions)[0]
+def ssim(originals: tf.Tensor, reconstructions: tf.Tensor) -> SliceScores:
+    """Whole-image structural similarity of each pair (tf.image.ssim with an 11x11 Gaussian window).
+
+    Args:
+        originals: (batch, H, W, 1) in [0, 1].
+        reconstructions: (batch, H, W, 1) in [0, 1].
+
+    Returns:
+        `SliceScores`: values (batch,), every slice counted (a blank one too).
+    """
+    values = ssim_scores(originals, reconstructions)[0]
+    return SliceScores(values, tf.ones_like(values))
 
 
-def brain_ssim(originals: tf.Tensor, reconstructions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """SSIM map averaged over each original's brain: (values (batch,), has_brain (batch,)), see `ssim_scores`."""
-    return ssim_scores(originals, reconstructions)[1:]
+def brain_ssim(originals: tf.Tensor, reconstructions: tf.Tensor) -> SliceScores:
+    """The SSIM map averaged over each original's brain, not its background (see `ssim_scores`).
+
+    Args:
+        originals: (batch, H, W, 1) in [0, 1]; their non-background pixels, slightly dilated, are the brain.
+        reconstructions: (batch, H, W, 1) in [0, 1].
+
+    Returns:
+        `SliceScores`: values (batch,), and counted 0 for a blank original (no brain pixel).
+    """
+    return SliceScores(*ssim_scores(originals, reconstructions)[1:])
 
 
-def psnr(originals: tf.Tensor, reconstructions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Peak signal-to-noise ratio in dB of images in [0, 1]: (values (batch,), counted (batch,)).
+def psnr(originals: tf.Tensor, reconstructions: tf.Tensor) -> SliceScores:
+    """Peak signal-to-noise ratio in dB of images in [0, 1].
 
     A blank slice (no brain pixel, as for brain SSIM) is not counted: it says nothing of the brain, and its
     reconstruction is often exact, whose PSNR is infinite (an infinite mean, and `Infinity` in a JSON file, which
-    strict readers refuse). Nor is any other exact reconstruction. Such a slice gets value 0 and counted 0: use
-    counted as the sample weight when averaging."""
+    strict readers refuse). Nor is any other exact reconstruction.
+
+    Args:
+        originals: (batch, H, W, 1) in [0, 1].
+        reconstructions: (batch, H, W, 1) in [0, 1].
+
+    Returns:
+        `SliceScores`: values (batch,) in dB, 0 and not counted for a blank slice or an exact reconstruction.
+    """
     values = tf.image.psnr(originals, reconstructions, max_val=1.0)
     has_brain = tf.reduce_any(tf.reshape(originals > BRAIN_THRESHOLD, (tf.shape(originals)[0], -1)), axis=1)
     counted = has_brain & tf.math.is_finite(values)
-    return tf.where(counted, values, tf.zeros_like(values)), tf.cast(counted, tf.float32)
+    return SliceScores(tf.where(counted, values, tf.zeros_like(values)), tf.cast(counted, tf.float32))
 
 
 def brain_mask(originals: tf.Tensor) -> tf.Tensor:

@@ -31,7 +31,16 @@ def kind_of(prior: keras.Model) -> PriorKind:
 
 
 def make_sampler(name: str | None, prior: keras.Model) -> Sampler:
-    """The sampler called `name` for a trained `prior` (None: its kind's default), e.g. 'cached' for a PixelCNN."""
+    """A sampler of a trained prior.
+
+    Args:
+        name: the sampler's name ('reference', 'compiled', 'cached' for a PixelCNN; 'reference', 'cached' for a
+            transformer; 'noise' for a DCGAN), or None for its kind's default, the fastest.
+        prior: the trained prior.
+
+    Returns:
+        The `Sampler`; an InputError names the samplers of the prior when `name` is none of them.
+    """
     kind = kind_of(prior)
     samplers = {sampler.name: sampler for sampler in kind.samplers}
     if name is None:

@@ -32,8 +32,14 @@ def _subject_counts(text: str) -> tuple[int, int, int]:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run: the run's, the data's and the VQ-VAE's settings, then those of each
-    prior over its codes (`pixelcnn`, `transformer`, `dcgan`). What the defaults reach on the embedded synthetic data,
-    and how long they take, is in the README's results and run time."""
+    prior over its codes. What the defaults reach on the embedded synthetic data, and how long they take, is in the
+    README's results and run time. Every setting is one flag of `python -m keras_vqvae.train`, with its help text.
+
+    Attributes:
+        pixelcnn: the gated PixelCNN's `PixelCNNSettings` (flags --pixelcnn-epochs, ...).
+        transformer: the transformer's `TransformerSettings` (flags --transformer-epochs, ...).
+        dcgan: the DCGAN's `DCGANSettings` (flags --dcgan-epochs, ...).
+    """
 
     data: str | None = option(None, "folder of slices: the one holding keras_png_slices_train|validate|test, one "
                                     "split folder, or any folder of PNG/JPEG slices (default: embedded synthetic "
