@@ -35,7 +35,8 @@ import numpy as np
 
 import hardware
 from keras_vqvae import cli
-from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, smooth, to_input_size
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, smooth
+from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.data import SubjectSplit, SliceSet, make_dataset
 from keras_vqvae.data.lesions import LESION_KINDS, lesioned_arrays
 from keras_vqvae.metrics.detection import auroc, detection_metrics

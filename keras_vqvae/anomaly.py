@@ -295,12 +295,3 @@ def _one_threshold(given: float | None, in_settings: float | None) -> float:
     if not threshold > 0 or not math.isfinite(threshold):
         raise InputError(f"the anomaly threshold must be a positive number of bits, got {threshold}")
     return float(threshold)
-
-
-def to_input_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Maps (n, S, S) at the model's size back onto slices of `height` x `width`: the inverse of the data
-    pipeline's padding to a square and resizing (bilinear), (n, height, width) float32."""
-    side = max(height, width)
-    resized = tf.image.resize(np.asarray(maps, np.float32)[..., None], (side, side), method="bilinear")[..., 0]
-    top, left = (side - height) // 2, (side - width) // 2
-    return keras.ops.convert_to_numpy(resized)[:, top:top + height, left:left + width]

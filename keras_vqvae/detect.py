@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from keras_vqvae import cli
-from keras_vqvae.anomaly import (AnomalySettings, anomaly_maps, check_positions, detection_problem,
-                                 no_detection_error, to_input_size)
+from keras_vqvae import cli, plots
+from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, detection_problem, no_detection_error
+from keras_vqvae.calibration import check_positions, run_calibration
 from keras_vqvae.data import make_dataset, read_images
+from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.errors import InputError, existing_folder, folder_to_write
 from keras_vqvae.metrics.detection import detection_metrics
 from keras_vqvae.priors import PRIOR_KINDS
-from keras_vqvae import plots
-from keras_vqvae.calibration import run_calibration
 from keras_vqvae.training.run_folder import RunFolder, write_atomically
 
 

@@ -201,33 +201,6 @@ def plot_by_position(real: list[np.ndarray | None], generated: list[np.ndarray],
     figure.savefig(path, dpi=100)
 
 
-def plot_vqvae_run(history, images: np.ndarray, reconstructions: np.ndarray, codes: np.ndarray, num_embeddings: int,
-                   test_metrics: dict, folder: Path) -> None:
-    """The VQ-VAE stage's pictures: loss.png, and of the test slices `images` (N, H, W, 1) in [0, 1] with their
-    `reconstructions` and code maps `codes` (N, h, w): reconstructions.png and code_maps.png of 8 of them spread
-    over subjects and slice positions, and codebook_usage.png of all."""
-    plot_history(history, folder / "loss.png")
-    chosen = np.linspace(0, len(images) - 1, 8).astype(int)
-    title = (f"test: SSIM {test_metrics['ssim']:.3f}, brain SSIM {test_metrics['brain_ssim']:.3f}, "
-             f"PSNR {test_metrics['psnr']:.1f} dB")
-    plot_reconstructions(images[chosen], reconstructions[chosen], folder / "reconstructions.png", title)
-    plot_code_maps(images[chosen], codes[chosen], num_embeddings, folder / "code_maps.png",
-                   f"test slices and their code indices, one colour per code (of {num_embeddings})")
-    plot_codebook_usage(codes, num_embeddings, folder / "codebook_usage.png",
-                        f"codebook usage on test: {np.count_nonzero(np.bincount(codes.ravel()))} of "
-                        f"{num_embeddings} codes used, perplexity {test_metrics['perplexity']:.1f}")
-
-
-def plot_samples(name: str, fit_summary: str, generated: np.ndarray, generation: dict, folder: Path) -> None:
-    """NAME_samples.png: the `generated` slices (n, H, W, 1) in [0, 1] of a prior, titled with `fit_summary` and the
-    generation metrics."""
-    title = (f"{name} (temperature {generation['temperature']:g}): {fit_summary}"
-             f"best-match SSIM to test {generation['generated_test_ssim']:.2f}, "
-             f"MS-SSIM diversity {generation['diversity_ms_ssim']:.2f} "
-             f"(real {generation['real_diversity_ms_ssim']:.2f})")
-    plot_grid(generated[..., 0], folder / f"{name}_samples.png", columns=8, title=title)
-
-
 def _overlay(axis, image: np.ndarray, anomaly: np.ndarray, vmax: float):
     """A slice (H, W) in [0, 1] in grey, its anomaly map (H, W) over it in colour, clear where the map is 0."""
     axis.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")

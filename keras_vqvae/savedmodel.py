@@ -43,6 +43,7 @@ import keras
 import tensorflow as tf
 
 from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, detection_problem
+from keras_vqvae.calibration import run_calibration
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PRIOR_KINDS, Sampler, kind_of, make_sampler
@@ -50,7 +51,6 @@ from keras_vqvae.priors.autoregressive import ANY_POSITION
 from keras_vqvae.priors.sampler import MAX_SEED, sample_labels, sample_seeds
 from keras_vqvae.settings import flag, flat_values, shown
 from keras_vqvae.training.config import TrainConfig
-from keras_vqvae.calibration import run_calibration
 from keras_vqvae.training.run_folder import RunFolder
 
 ANOMALY_OUTPUTS = ("maps", "scores", "nll", "healed", "residual_maps")

@@ -12,7 +12,9 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_vqvae import detect
-from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, calibrate_threshold, to_input_size, top_mean
+from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, top_mean
+from keras_vqvae.calibration import calibrate_threshold
+from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.data import make_dataset, read_images
 from keras_vqvae.data import __main__ as data_command
 from keras_vqvae.data.lesions import LESION_KINDS, insert_lesions, lesioned_arrays

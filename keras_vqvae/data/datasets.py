@@ -125,3 +125,12 @@ def pixel_variance(dataset: tf.data.Dataset) -> float:
         raise InputError("every pixel of the training slices has the same value (they are blank), so there is "
                          "nothing to learn: check the images in --data")
     return variance
+
+
+def to_input_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Maps (n, S, S) at the model's size back onto slices of `height` x `width`: the inverse of `make_dataset`'s
+    padding to a square and resizing (bilinear), (n, height, width) float32."""
+    side = max(height, width)
+    resized = tf.image.resize(np.asarray(maps, np.float32)[..., None], (side, side), method="bilinear")[..., 0]
+    top, left = (side - height) // 2, (side - width) // 2
+    return resized.numpy()[:, top:top + height, left:left + width]

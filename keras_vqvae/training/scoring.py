@@ -44,7 +44,10 @@ def score_generation(splits: RunSplits, generation: Generation, seed: int, verbo
 def plot_samples(kind: PriorKind, run: RunFolder, generation: Generation, test_metrics: dict, metrics: dict) -> None:
     """plots/PRIOR_samples.png: SHOWN_SAMPLES of the generated slices, spread over the positions."""
     shown = spread(len(generation.images), min(SHOWN_SAMPLES, len(generation.images)))
-    plots.plot_samples(kind.name, kind.fit_summary(test_metrics), generation.images[shown], metrics, run.plots)
+    title = (f"{kind.name} (temperature {metrics['temperature']:g}): {kind.fit_summary(test_metrics)}"
+             f"best-match SSIM to test {metrics['generated_test_ssim']:.2f}, "
+             f"MS-SSIM diversity {metrics['diversity_ms_ssim']:.2f} (real {metrics['real_diversity_ms_ssim']:.2f})")
+    plots.plot_grid(generation.images[shown][..., 0], run.plots / f"{kind.name}_samples.png", columns=8, title=title)
 
 
 def judge_training_sets(config: TrainConfig, slices: Slices) -> list[SliceSet]:

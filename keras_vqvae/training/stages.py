@@ -108,11 +108,26 @@ class VQVAEStage:
         results = {**timing(history, len(self.splits.slices.train), "images"),
                    **evaluate(model, {split: self.splits.batches(split) for split in ("validate", "test")},
                               self.verbose)}
-        test_images = self.splits.images("test")
-        plots.plot_vqvae_run(history, test_images, reconstruct_images(model, test_images),
-                             encode_images(model, test_images), model.quantizer.num_embeddings, results["test"],
-                             self.run.plots)
+        self._plot(model, history, results["test"])
         return results
+
+    def _plot(self, model: VQVAE, history: list[dict], test_metrics: dict) -> None:
+        """plots/loss.png, and of 8 test slices spread over subjects and positions reconstructions.png and
+        code_maps.png, and codebook_usage.png of all of them."""
+        folder, num_embeddings = self.run.plots, model.quantizer.num_embeddings
+        images = self.splits.images("test")
+        codes = encode_images(model, images)  # (n, h, w)
+        plots.plot_history(history, folder / "loss.png")
+        chosen = np.linspace(0, len(images) - 1, 8).astype(int)
+        title = (f"test: SSIM {test_metrics['ssim']:.3f}, brain SSIM {test_metrics['brain_ssim']:.3f}, "
+                 f"PSNR {test_metrics['psnr']:.1f} dB")
+        plots.plot_reconstructions(images[chosen], reconstruct_images(model, images[chosen]),
+                                   folder / "reconstructions.png", title)
+        plots.plot_code_maps(images[chosen], codes[chosen], num_embeddings, folder / "code_maps.png",
+                             f"test slices and their code indices, one colour per code (of {num_embeddings})")
+        plots.plot_codebook_usage(codes, num_embeddings, folder / "codebook_usage.png",
+                                  f"codebook usage on test: {np.count_nonzero(np.bincount(codes.ravel()))} of "
+                                  f"{num_embeddings} codes used, perplexity {test_metrics['perplexity']:.1f}")
 
     def __call__(self, data_variance: float | None) -> tuple[VQVAE, dict]:
         model, history = self.fit(data_variance)
