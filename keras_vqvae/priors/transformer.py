@@ -10,15 +10,13 @@ import dataclasses
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.errors import InputError
 from keras_vqvae.models.optimization import cosine_adam
 from keras_vqvae.priors.autoregressive import AutoregressivePrior, unconditional_rate_option
-from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
 from keras_vqvae.priors.kind import PriorContext, PriorKind
-from keras_vqvae.priors.sampler import Sampler, flat_given, kept_or_drawn
+from keras_vqvae.priors.sampler import CachingSampler, ReferenceSampler, draw_or_keep
 from keras_vqvae.settings import at_least, check_settings, option, positive
 
 MASKED = -1e9  # the attention score of a position a query may not see: exp underflows to exactly 0
@@ -168,46 +166,19 @@ class CodeTransformer(AutoregressivePrior):
         return {**super().get_config(), "dim": self.dim, "layers": self.num_layers, "heads": self.heads}
 
 
-class ReferenceTransformerSampler(Sampler):
-    """For each position in raster order, the whole network on the whole map, then one draw. Slow and simple."""
-
-    name = "reference"
-    inpaints = True
-
-    def _draw(self, seeds, temperature, labels, advance, given=None):
-        h, w = self.prior.grid_shape
-        uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
-        given = flat_given(given)
-        codes = np.zeros((len(seeds), h * w), np.int32)
-        for position in range(h * w):
-            logits = tf.reshape(self.prior(codes.reshape(-1, h, w), labels, training=False), (len(seeds), h * w, -1))
-            drawn = draw_codes(logits[:, position], temperature, uniforms[:, position])
-            codes[:, position] = kept_or_drawn(drawn, given, position).numpy()
-            advance(len(seeds))
-        return tf.constant(codes.reshape(-1, h, w))
+class ReferenceTransformerSampler(ReferenceSampler):
+    """The `ReferenceSampler` as the transformer prior's kind lists it: the whole network for every position."""
 
 
-class CachedTransformerSampler(Sampler):
+class CachedTransformerSampler(CachingSampler):
     """Draws position by position, each layer keeping the keys and values of the positions before (a key/value
     cache): one position costs one row of attention per layer instead of the whole network on the whole map. The
-    layers' own weights do the work, so the codes drawn are the reference sampler's. The whole batch is one
-    `tf.function`, `draw`, which an exported SavedModel carries as it is."""
+    layers' own weights do the work, so the codes drawn are the reference sampler's. The whole batch is one graph
+    function (see `CachingSampler`)."""
 
-    name = "cached"
-    inpaints = True
-
-    def __init__(self, prior: CodeTransformer):
-        super().__init__(prior)
-        self.draw = tf.function(self._codes)
-
-    def _codes(self, seeds, temperature, labels=None, given=None):
-        """Codes (batch, h, w) int32 of one batch: seeds (batch, 2), labels (batch,) int32 or None, given as `draw`
-        takes it."""
+    def _fill(self, uniforms, temperature, labels, given, size):
         prior = self.prior
         length, dim = prior.length, prior.dim
-        size = seeds.shape[0] or tf.shape(seeds)[0]  # known when traced for one batch size, else only when run
-        uniforms = sample_uniforms(seeds, length)  # (batch, T)
-        given = flat_given(given)
         dtype = prior.code_embedding.compute_dtype
         empty = [tf.zeros((size, prior.heads, length, dim // prior.heads), dtype) for _ in prior.blocks]
 
@@ -220,7 +191,7 @@ class CachedTransformerSampler(Sampler):
                 new_keys.append(block_keys)
                 new_values.append(block_values)
             logits = prior.output_logits(prior.output_norm(x))[:, 0]  # (batch, K)
-            drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
+            drawn = draw_or_keep(logits, temperature, uniforms, given, position)
             codes = codes + tf.one_hot(position, length, dtype=tf.int32)[None] * drawn[:, None]
             return position + 1, codes, prior.code_embedding(drawn)[:, None], new_keys, new_values
 

@@ -298,7 +298,7 @@ def anomaly_calibration(run: RunFolder, prior_name: str, prior: keras.Model, vqv
               f"{run.anomaly_path(prior_name)})")
     slices = load_slices(config.data, seed=config.seed, synthetic_subjects=SubjectSplit(*config.synthetic_subjects))
     codes = _code_maps(config, run, slices, vqvae, run.checkpoints(VQVAE_STAGE).epochs(), verbose)["validate"]
-    positions = np.array(slices.validate.slice_numbers) if getattr(prior, "num_classes", 0) else None
+    positions = np.array(slices.validate.slice_numbers) if prior.num_classes else None
     calibration = calibrate_threshold(prior, codes, positions, percentile)
     run.write_anomaly_calibration(prior_name, calibration)
     return calibration
