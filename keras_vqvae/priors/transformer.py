@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from keras_vqvae.errors import InputError
 from keras_vqvae.models.optimization import cosine_adam
-from keras_vqvae.priors.autoregressive import AutoregressivePrior, unconditional_rate_option
+from keras_vqvae.priors.autoregressive import UNCONDITIONAL_RATE, AutoregressivePrior, unconditional_rate_option
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.sampler import CachingSampler, ReferenceSampler, draw_or_keep
 from keras_vqvae.settings import at_least, check_settings, option, positive
@@ -123,7 +123,8 @@ class CodeTransformer(AutoregressivePrior):
         layers: number of TransformerBlocks. Default 4.
         heads: attention heads. Default 4.
         num_classes: number of class labels to condition on (e.g. slice positions); 0 for none. Default 0.
-        unconditional_rate: fraction of training maps taught as the null class, "any position". Default 0.
+        unconditional_rate: fraction of training maps taught as the null class, "any position" (see
+            `AutoregressivePrior`). Default `UNCONDITIONAL_RATE`, 0.1.
 
     Reference:
         A. Vaswani, N. Shazeer, N. Parmar, J. Uszkoreit, L. Jones, A. N. Gomez, L. Kaiser, I. Polosukhin,
@@ -132,7 +133,8 @@ class CodeTransformer(AutoregressivePrior):
     """
 
     def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], dim: int = 128, layers: int = 4,
-                 heads: int = 4, num_classes: int = 0, unconditional_rate: float = 0.0, **kwargs):
+                 heads: int = 4, num_classes: int = 0, unconditional_rate: float = UNCONDITIONAL_RATE,
+                 **kwargs):
         kwargs.setdefault("name", "code_transformer")
         super().__init__(num_embeddings, grid_shape, num_classes, unconditional_rate, **kwargs)
         if layers < 1 or dim < 1:
