@@ -38,8 +38,8 @@ def seconds_per_position(sampler, batch_size: int, positions: int) -> tuple[floa
     """
     marks = []
 
-    def advance(codes_drawn):
-        marks.append((time.perf_counter(), codes_drawn // batch_size))
+    def advance(positions_drawn):
+        marks.append((time.perf_counter(), positions_drawn))
         if sum(count for _, count in marks[1:]) >= positions:
             raise _StretchDone
 

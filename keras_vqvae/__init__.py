@@ -32,7 +32,7 @@ from keras_vqvae.models.quantizer import VectorQuantizer  # noqa: E402
 from keras_vqvae.models.vqvae import VQVAE  # noqa: E402
 from keras_vqvae.priors import (CachedSampler, CachedTransformerSampler, CodeTransformer,  # noqa: E402
                                 CompiledSampler, DiversityMonitor, GatedPixelCNN, LatentDCGAN, NoiseSampler,
-                                ReferenceSampler, ReferenceTransformerSampler, Sampler, make_sampler)
+                                ReferenceSampler, Sampler, make_sampler)
 from keras_vqvae.priors.generation import Generation, generate  # noqa: E402
 from keras_vqvae.savedmodel import export_run  # noqa: E402
 from keras_vqvae.training.config import TrainConfig  # noqa: E402
@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "VectorQuantizer", "Encoder", "Decoder", "ResidualBlock", "VQVAE",
     "GatedPixelCNN", "CodeTransformer", "LatentDCGAN", "Sampler", "ReferenceSampler", "CompiledSampler",
-    "CachedSampler", "ReferenceTransformerSampler", "CachedTransformerSampler", "NoiseSampler", "make_sampler",
+    "CachedSampler", "CachedTransformerSampler", "NoiseSampler", "make_sampler",
     "generate", "Generation", "DiversityMonitor",
     "anomaly_maps", "AnomalyDetector", "AnomalyMaps", "AnomalySettings", "calibrate_threshold",
     "TrainConfig", "export_run",

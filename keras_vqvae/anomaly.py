@@ -18,8 +18,9 @@ codes are unlikely under the prior. Following Pinaya et al. (2021, 2022), for sl
 5. summarise: a slice's score is the mean of its anomaly map's highest TOP_FRACTION of brain pixels.
 
 The same maps come from `anomaly_maps`, `python -m keras_vqvae.detect` and an exported SavedModel's `anomaly`
-endpoint for the same seed: all three run `AnomalyDetector.detect`. Any prior that scores codes (has `code_nll`) and
-whose sampler draws around given codes (`Sampler.inpaints`) serves: the gated PixelCNN and the transformer do.
+endpoint for the same seed: all three run `AnomalyDetector.detect`. Any prior that scores codes (an
+`AutoregressivePrior`, with `code_nll`) and whose sampler draws around given codes (an `InpaintingSampler`) serves:
+the gated PixelCNN and the transformer do.
 
 The plain reconstruction residual |x - decode(z)|, kept inside the same eroded brain and smoothed the same way (but
 not limited to redrawn codes, which it has none of), is the baseline this is measured against (`residual_maps`).
@@ -45,7 +46,8 @@ from keras_vqvae.errors import InputError
 from keras_vqvae.metrics.image import BRAIN_THRESHOLD
 from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PriorKind, kind_of, make_sampler
-from keras_vqvae.priors.sampler import MAX_SEED, sample_seeds
+from keras_vqvae.priors.autoregressive import AutoregressivePrior
+from keras_vqvae.priors.sampler import MAX_SEED, InpaintingSampler, sample_seeds
 from keras_vqvae.settings import Check, at_least, between, check_settings, option
 
 BRAIN_EROSION = 5  # the brain mask is the foreground eroded by a 5x5 window (2 pixels at the model's size)
@@ -78,11 +80,12 @@ class AnomalySettings:
 
 def detection_problem(kind: PriorKind) -> str | None:
     """Why priors of `kind` cannot make anomaly maps (words that follow "the NAME prior"), or None when they can:
-    the prior must score each code (`code_nll`) and its default sampler redraw codes around kept ones
-    (`Sampler.inpaints`)."""
-    if not callable(getattr(kind.model_class, "code_nll", None)):
+    the prior must score each code (an `AutoregressivePrior`'s `code_nll`) and its default sampler redraw codes
+    around kept ones (an `InpaintingSampler`)."""
+    if not issubclass(kind.model_class, AutoregressivePrior):
         return "cannot score single codes"
-    if not {sampler.name: sampler for sampler in kind.samplers}[kind.default_sampler].inpaints:
+    default_sampler = {sampler.name: sampler for sampler in kind.samplers}[kind.default_sampler]
+    if not issubclass(default_sampler, InpaintingSampler):
         return "has no sampler that redraws codes around kept ones"
     return None
 

@@ -22,7 +22,7 @@ SHOWN_PERCENTILES = (50.0, 90.0, 98.0, 99.0, 99.5, 99.8, 99.9)  # kept beside th
 def prior_labels(prior: keras.Model, positions, count):
     """The prior's class labels (count,) int32 of slice positions (count,) (ANY_POSITION: the null class), or None
     for an unconditional prior. None for positions means any position."""
-    classes = getattr(prior, "num_classes", 0)
+    classes = prior.num_classes
     if not classes:
         return None
     positions = tf.fill([count], ANY_POSITION) if positions is None else tf.cast(positions, tf.int32)
@@ -32,7 +32,7 @@ def prior_labels(prior: keras.Model, positions, count):
 def check_positions(prior: keras.Model, positions: np.ndarray | None) -> None:
     """An InputError when a conditional prior cannot take these slice positions: one out of range, or any position
     (ANY_POSITION, or None) from a prior trained without a null class."""
-    classes = getattr(prior, "num_classes", 0)
+    classes = prior.num_classes
     if not classes:
         return
     any_position = positions is None or np.any(np.asarray(positions) == ANY_POSITION)
@@ -95,7 +95,7 @@ def run_calibration(run, prior_name: str, prior: keras.Model, percentile: float 
     if verbose:
         print(f"calibrating the anomaly threshold at percentile {percentile:g} on the run's validation code maps "
               f"(kept in {run.anomaly_path(prior_name)})")
-    positions = kept.positions["validate"] if getattr(prior, "num_classes", 0) else None
+    positions = kept.positions["validate"] if prior.num_classes else None
     calibration = calibrate_threshold(prior, kept.codes["validate"], positions, percentile)
     run.write_anomaly_calibration(prior_name, calibration)
     return calibration

@@ -1,6 +1,7 @@
 """Anomaly maps: scoring codes, healing around the kept ones, the maps, their metrics, the command, the endpoint."""
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_vqvae import detect
-from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, top_mean
+from keras_vqvae import InputError, detect
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, anomaly_maps, top_mean
 from keras_vqvae.calibration import calibrate_threshold
 from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.data import make_dataset, read_images
@@ -20,7 +21,7 @@ from keras_vqvae.data import __main__ as data_command
 from keras_vqvae.data.lesions import LESION_KINDS, insert_lesions, lesioned_arrays
 from keras_vqvae.data.synthetic import SubjectSplit
 from keras_vqvae.metrics.detection import auprc, auroc, best_dice, detection_metrics
-from keras_vqvae.priors import PRIOR_KINDS, CodeTransformer, GatedPixelCNN, make_sampler
+from keras_vqvae.priors import PRIOR_KINDS, CodeTransformer, GatedPixelCNN, Sampler, make_sampler
 from keras_vqvae.priors.sampler import sample_seeds
 from keras_vqvae.savedmodel import export_run
 from keras_vqvae.training import RunFolder
@@ -54,6 +55,25 @@ def test_every_sampler_keeps_the_given_codes_and_redraws_the_rest_given_them_ali
     np.testing.assert_array_equal(nothing_kept, sampler.draw(seeds, temperature, labels))  # the same random numbers
     all_kept = sampler.draw(seeds, temperature, labels, given=(given, tf.ones_like(keep)))
     np.testing.assert_array_equal(all_kept, given)
+
+
+class WholeMapSampler(Sampler):
+    """Draws whole maps at once (all zeros), so it cannot draw around given codes."""
+
+    name = "whole"
+
+    def _draw(self, seeds, temperature, labels, advance):
+        return tf.zeros((len(seeds), *self.prior.grid_shape), tf.int32)
+
+
+def test_a_prior_whose_sampler_cannot_draw_around_given_codes_makes_no_anomaly_maps(monkeypatch):
+    whole = dataclasses.replace(PRIOR_KINDS["pixelcnn"], samplers=(WholeMapSampler,), default_sampler="whole")
+    monkeypatch.setitem(PRIOR_KINDS, "pixelcnn", whole)
+    with pytest.raises(InputError) as refusal:
+        AnomalyDetector(None, PRIORS["pixelcnn"](), 1.0, AnomalySettings())  # refused before it needs a VQ-VAE
+    message = str(refusal.value)
+    assert message.startswith("the pixelcnn prior has no sampler that redraws codes around kept ones, so it cannot "
+                              "make anomaly maps: train a pixelcnn or transformer prior") and "\n" not in message
 
 
 @pytest.mark.parametrize("kind", PRIORS)

@@ -1,11 +1,18 @@
+import dataclasses
+import inspect
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_vqvae import InputError
-from keras_vqvae.priors import PRIOR_KINDS, GatedBlock, GatedPixelCNN, make_sampler
+from keras_vqvae.priors import (PRIOR_KINDS, CachingSampler, CodeTransformer, GatedBlock, GatedPixelCNN,
+                                InpaintingSampler, LatentDCGAN, Sampler, make_sampler)
 from keras_vqvae.priors.autoregressive import ANY_POSITION
+from keras_vqvae.priors.dcgan import DCGANSettings
+from keras_vqvae.priors.pixelcnn_sampling import PixelCNNSettings
+from keras_vqvae.priors.transformer import TransformerSettings
 
 SAMPLERS = [sampler.name for sampler in PRIOR_KINDS["pixelcnn"].samplers]
 
@@ -183,13 +190,21 @@ def test_conditioning_changes_the_logits():
     assert not np.allclose(prior(codes, tf.constant([0, 0])), prior(codes, tf.constant([1, 2])))
 
 
-def test_evaluate_reports_nll_and_accuracy():
-    prior = small_prior()
+def test_evaluate_reports_the_nll_in_bits_and_the_accuracy_of_the_most_likely_code():
+    # a prior whose every position has the same known distribution, whatever the codes before it: only its output
+    # layer's biases speak, and code 3 is the most likely
+    prior = small_prior(layers=2, kernel_size=3)
+    prior.output_logits.kernel.assign(tf.zeros_like(prior.output_logits.kernel))
+    biases = np.linspace(-1.0, 1.0, 12).astype(np.float32)
+    biases[3] = 2.0
+    prior.output_logits.bias.assign(biases)
     prior.compile()
-    codes, _ = toy_codes(8)
+    codes, labels = toy_codes(8)  # maps of code 1, 3 and 5, by label; three of the eight maps are of code 3
     results = prior.evaluate(codes, batch_size=4, return_dict=True, verbose=0)
-    assert set(results) == {"loss", "nll", "accuracy"}
-    assert 0 <= results["accuracy"] <= 1 and results["nll"] > 0
+    log_probabilities = biases - np.log(np.sum(np.exp(biases)))  # (K,) nats
+    nats = -np.mean(log_probabilities[codes])
+    assert results == pytest.approx({"loss": nats, "nll": nats / np.log(2.0), "accuracy": np.mean(labels == 1)},
+                                    rel=1e-5)
 
 
 def test_a_conditional_prior_refuses_data_without_labels():
@@ -246,6 +261,27 @@ def test_an_unconditional_prior_refuses_a_condition():
 def test_an_unknown_sampler_is_named():
     with pytest.raises(InputError, match="unknown sampler 'fast': choose one of reference, compiled, cached"):
         make_sampler("fast", small_prior())
+
+
+@pytest.mark.parametrize("base, missing", [(Sampler, "_draw"), (InpaintingSampler, "_draw"), (CachingSampler, "_fill")])
+def test_a_sampler_that_implements_nothing_cannot_be_made(base, missing):
+    class Nothing(base):
+        name = "nothing"
+
+    with pytest.raises(TypeError, match=f"abstract method {missing}"):
+        Nothing(small_prior(layers=1))
+
+
+@pytest.mark.parametrize("model_class, settings_class, shared", [
+    (GatedPixelCNN, PixelCNNSettings, {"filters", "layers", "kernel_size", "unconditional_rate"}),
+    (CodeTransformer, TransformerSettings, {"dim", "layers", "heads", "unconditional_rate"}),
+    (LatentDCGAN, DCGANSettings, {"noise_dim", "filters", "snapping"}),
+])
+def test_a_priors_defaults_are_its_command_lines(model_class, settings_class, shared):
+    parameters = inspect.signature(model_class.__init__).parameters
+    assert {field.name for field in dataclasses.fields(settings_class)} & set(parameters) == shared
+    settings = settings_class()
+    assert {name: parameters[name].default for name in shared} == {name: getattr(settings, name) for name in shared}
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=4), dict(kernel_size=1)])

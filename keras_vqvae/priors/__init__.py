@@ -13,10 +13,9 @@ from keras_vqvae.errors import InputError
 from keras_vqvae.priors.dcgan import DCGAN, SNAPPING, DiversityMonitor, LatentDCGAN, NoiseSampler
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedBlock, GatedPixelCNN
-from keras_vqvae.priors.pixelcnn_sampling import PIXELCNN, CachedSampler, CompiledSampler, ReferenceSampler
-from keras_vqvae.priors.sampler import Sampler
-from keras_vqvae.priors.transformer import (TRANSFORMER, CachedTransformerSampler, CodeTransformer,
-                                            ReferenceTransformerSampler)
+from keras_vqvae.priors.pixelcnn_sampling import PIXELCNN, CachedSampler, CompiledSampler
+from keras_vqvae.priors.sampler import CachingSampler, InpaintingSampler, ReferenceSampler, Sampler
+from keras_vqvae.priors.transformer import TRANSFORMER, CachedTransformerSampler, CodeTransformer
 
 PRIOR_KINDS: dict[str, PriorKind] = {kind.name: kind for kind in (PIXELCNN, TRANSFORMER, DCGAN)}  # one per prior
 
@@ -50,7 +49,8 @@ def make_sampler(name: str | None, prior: keras.Model) -> Sampler:
     return samplers[name](prior)
 
 
-__all__ = ["PRIOR_KINDS", "PriorKind", "PriorContext", "kind_of", "make_sampler", "Sampler",
+__all__ = ["PRIOR_KINDS", "PriorKind", "PriorContext", "kind_of", "make_sampler",
+           "Sampler", "InpaintingSampler", "CachingSampler",
            "GatedBlock", "GatedPixelCNN", "ReferenceSampler", "CompiledSampler", "CachedSampler",
-           "CodeTransformer", "ReferenceTransformerSampler", "CachedTransformerSampler",
+           "CodeTransformer", "CachedTransformerSampler",
            "LatentDCGAN", "NoiseSampler", "DiversityMonitor", "SNAPPING"]

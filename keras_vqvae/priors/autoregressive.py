@@ -17,6 +17,7 @@ from keras_vqvae.models.optimization import minimize, step_logs
 from keras_vqvae.priors.distribution import code_distribution
 
 ANY_POSITION = -1  # the condition that asks a prior trained with a null class for a slice of any position
+UNCONDITIONAL_RATE = 0.1  # the default fraction of a conditional prior's training maps taught as the null class
 
 
 class AutoregressivePrior(keras.Model):
@@ -33,11 +34,11 @@ class AutoregressivePrior(keras.Model):
         num_classes: number of class labels to condition on (e.g. slice positions); 0 for none. Default 0.
         unconditional_rate: with num_classes > 0, the fraction of training maps whose label is replaced by a null
             class (label num_classes), so that the same prior also samples maps of any class (condition
-            `ANY_POSITION`); 0 for none. Default 0.
+            `ANY_POSITION`); 0 for none. Default `UNCONDITIONAL_RATE`, 0.1.
     """
 
     def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], num_classes: int = 0,
-                 unconditional_rate: float = 0.0, **kwargs):
+                 unconditional_rate: float = UNCONDITIONAL_RATE, **kwargs):
         super().__init__(**kwargs)
         if num_embeddings < 2 or num_classes < 0 or not 0.0 <= unconditional_rate < 1.0:
             raise ValueError(f"need num_embeddings >= 2, num_classes >= 0 and 0 <= unconditional_rate < 1, got "

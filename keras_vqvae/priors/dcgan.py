@@ -6,6 +6,8 @@ VQ-VAE decodes. A discriminator, trained against it, tells the latent maps of re
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -91,6 +93,9 @@ class LatentDCGAN(keras.Model):
         Adversarial Networks", ICLR 2016.
         I. Goodfellow et al., "Generative Adversarial Nets", NeurIPS 2014.
     """
+
+    num_classes = 0  # unconditional: it takes no class labels (as `AutoregressivePrior.num_classes` of 0)
+    has_null_class = False
 
     def __init__(self, quantizer: VectorQuantizer, grid_shape: tuple[int, int], noise_dim: int = 128,
                  filters: int = 64, snapping: str = "nearest", seed: int = 0, **kwargs):
@@ -252,16 +257,25 @@ class NoiseSampler(Sampler):
 
     Sample i of seed s draws its noise from its own seed (`keras_vqvae.priors.sampler.sample_seeds`). A temperature
     below 1 trades variety for typical maps (the truncation trick).
+
+    Args:
+        prior: the trained `LatentDCGAN`.
     """
 
     name = "noise"
 
     def __init__(self, prior: LatentDCGAN):
         super().__init__(prior)
-        self.draw = tf.function(self._codes)
+        self._draw_graph = tf.function(self._draw_batch)
 
-    def _codes(self, seeds, temperature, labels=None):
-        """Codes (batch, h, w) int32 of seeds (batch, 2); `labels` must be None (the DCGAN is unconditional)."""
+    def _draw(self, seeds, temperature, labels, advance):
+        """`Sampler._draw` in one graph function; `labels` are None (the DCGAN is unconditional)."""
+        codes = self._draw_graph(seeds, temperature)
+        advance(math.prod(self.prior.grid_shape))
+        return codes
+
+    def _draw_batch(self, seeds, temperature):
+        """Codes (batch, h, w) int32 of seeds (batch, 2): the graph function's body."""
         noise_dim = self.prior.noise_dim
         noise = tf.map_fn(lambda seed: tf.random.stateless_normal([noise_dim], seed=seed), seeds,
                           fn_output_signature=tf.TensorSpec((noise_dim,), tf.float32))  # z: (batch, noise_dim)

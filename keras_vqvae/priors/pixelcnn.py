@@ -11,7 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_vqvae.priors.autoregressive import AutoregressivePrior
+from keras_vqvae.priors.autoregressive import UNCONDITIONAL_RATE, AutoregressivePrior
 
 
 def _gate(preactivation):
@@ -157,7 +157,7 @@ class GatedPixelCNN(AutoregressivePrior):
         kernel_size: odd kernel width of the stacks. Default 5.
         num_classes: number of class labels to condition on (e.g. slice positions); 0 for none. Default 0.
         unconditional_rate: fraction of training maps taught as the null class, "any position" (see
-            `AutoregressivePrior`). Default 0.
+            `AutoregressivePrior`). Default `UNCONDITIONAL_RATE`, 0.1.
         condition_channels: C, channels of the condition map of a conditional prior. Default 16.
 
     Reference:
@@ -166,7 +166,7 @@ class GatedPixelCNN(AutoregressivePrior):
     """
 
     def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], filters: int = 64, layers: int = 12,
-                 kernel_size: int = 5, num_classes: int = 0, unconditional_rate: float = 0.0,
+                 kernel_size: int = 5, num_classes: int = 0, unconditional_rate: float = UNCONDITIONAL_RATE,
                  condition_channels: int = 16, **kwargs):
         kwargs.setdefault("name", "gated_pixelcnn")
         super().__init__(num_embeddings, grid_shape, num_classes, unconditional_rate, **kwargs)

@@ -6,8 +6,9 @@ Categorical (at the given temperature) with the p-th of that sample's uniform nu
 (`keras_vqvae.priors.sampler`), so a seed names the same codes whichever sampler draws them and however many samples
 are drawn together; the samplers differ only in how they compute the logits at p:
 
-* `ReferenceSampler` runs the whole network on the whole map for every position, from Python: obviously right, and
-  h * w network evaluations per batch;
+* `ReferenceSampler` (`keras_vqvae.priors.sampler`'s, which serves every autoregressive prior) runs the whole
+  network on the whole map for every position, from Python: obviously right, and h * w network evaluations per
+  batch;
 * `CompiledSampler` does the same inside one `tf.function` with a `tf.while_loop` over the positions of a row;
 * `CachedSampler` (Ramachandran et al. 2017) keeps, for each block, the last rows and positions its convolutions
   read, computes each row's vertical stack once, and for each new position computes only the horizontal stack
@@ -26,49 +27,25 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_vqvae.models.optimization import cosine_adam
-from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
+from keras_vqvae.priors.distribution import sample_uniforms
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedPixelCNN, _gate
-from keras_vqvae.priors.sampler import Sampler, flat_given, kept_or_drawn
+from keras_vqvae.priors.sampler import (CachingSampler, InpaintingSampler, ReferenceSampler, draw_or_keep, flat_given,
+                                        set_codes)
 from keras_vqvae.priors.settings import PixelCNNSettings
 
 
-def _set_codes(codes, position, new_codes):
-    """codes (batch, h, w) with new_codes (batch,) written at raster position `position`."""
-    h, w = codes.shape[1], codes.shape[2]
-    at_position = tf.reshape(tf.one_hot(position, h * w, on_value=True, off_value=False), (1, h, w))
-    return tf.where(at_position, new_codes[:, None, None], codes)
-
-
-class ReferenceSampler(Sampler):
-    """For each position in raster order, the whole network on the whole map, then one draw. Slow and simple."""
-
-    name = "reference"
-    inpaints = True
-
-    def _draw(self, seeds, temperature, labels, advance, given=None):
-        h, w = self.prior.grid_shape
-        uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
-        given = flat_given(given)
-        codes = tf.zeros((len(seeds), h, w), tf.int32)
-        for position in range(h * w):
-            row, column = divmod(position, w)
-            logits = self.prior(codes, labels, training=False)[:, row, column]  # (batch, K)
-            drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
-            codes = _set_codes(codes, position, drawn)
-            advance(len(seeds))
-        return codes
-
-
-class CompiledSampler(Sampler):
+class CompiledSampler(InpaintingSampler):
     """The reference sampler's loop inside a `tf.function`: one `tf.while_loop` over the positions of each row.
 
     Each call draws one row, so that long runs can show progress; the work per position is still the whole network
     on the whole map.
+
+    Args:
+        prior: the trained `GatedPixelCNN`.
     """
 
     name = "compiled"
-    inpaints = True
 
     def __init__(self, prior: GatedPixelCNN):
         super().__init__(prior)
@@ -80,8 +57,7 @@ class CompiledSampler(Sampler):
         def draw_position(column, codes):
             logits = self.prior(codes, labels, training=False)[:, row, column]  # (batch, K)
             position = row * w + column
-            drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
-            return column + 1, _set_codes(codes, position, drawn)
+            return column + 1, set_codes(codes, position, draw_or_keep(logits, temperature, uniforms, given, position))
 
         return tf.while_loop(lambda column, _: column < w, draw_position, (tf.constant(0), codes))[1]
 
@@ -92,36 +68,27 @@ class CompiledSampler(Sampler):
         codes = tf.zeros((len(seeds), h, w), tf.int32)
         for row in range(h):
             codes = self._sample_row(codes, tf.constant(row), uniforms, temperature, labels, given)
-            advance(len(seeds) * w)
+            advance(w)
         return codes
 
 
-class CachedSampler(Sampler):
+class CachedSampler(CachingSampler):
     """Fast generation (Ramachandran et al. 2017): each block keeps the inputs its convolutions still need.
 
     Per block, a cache of the last n + 1 rows of its (padded) vertical input and of the last n + 1 positions of its
     horizontal input in the current row (n = kernel_size // 2). At the start of row i the vertical stacks of all blocks
     are computed for the whole row (they depend on rows above i only); then each position (i, j) runs only the
     horizontal stacks and the output head on one position. The blocks' own layers do the work, on windows instead of
-    whole maps, so the codes drawn are the reference sampler's. The whole batch is one `tf.function`, `draw`, which
-    an exported SavedModel carries as it is.
+    whole maps, so the codes drawn are the reference sampler's. The whole batch is one graph function (see
+    `CachingSampler`).
+
+    Args:
+        prior: the trained `GatedPixelCNN`.
     """
 
-    name = "cached"
-    inpaints = True
-
-    def __init__(self, prior: GatedPixelCNN):
-        super().__init__(prior)
-        self.draw = tf.function(self._codes)
-
-    def _codes(self, seeds, temperature, labels=None, given=None):
-        """Codes (batch, h, w) int32 of one batch: seeds (batch, 2), labels (batch,) int32 or None, given as `draw`
-        takes it."""
+    def _fill(self, uniforms, temperature, labels, given, size):
         prior = self.prior
         h, w = prior.grid_shape
-        size = seeds.shape[0] or tf.shape(seeds)[0]  # known when traced for one batch size, else only when run
-        uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
-        given = flat_given(given)
         f, n = prior.filters, prior.blocks[0].reach
         dtype = prior.code_embedding.compute_dtype
 
@@ -158,9 +125,9 @@ class CachedSampler(Sampler):
                     skips.append(skip)
                 logits = prior.output_head(horizontal + tf.add_n(skips))[:, 0, 0]  # (batch, K)
                 position = row * w + column
-                drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
+                drawn = draw_or_keep(logits, temperature, uniforms, given, position)
                 embedded = prior.embed(drawn, position)[:, None, None]  # (batch, 1, 1, F)
-                return column + 1, _set_codes(codes, position, drawn), embedded, new_position_caches
+                return column + 1, set_codes(codes, position, drawn), embedded, new_position_caches
 
             empty_positions = [tf.zeros((size, 1, n + 1, f), dtype) for _ in prior.blocks]
             _, codes, _, _ = tf.while_loop(

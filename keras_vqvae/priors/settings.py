@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from keras_vqvae.errors import InputError
+from keras_vqvae.priors.autoregressive import UNCONDITIONAL_RATE
 from keras_vqvae.settings import at_least, check_settings, odd_at_least, option, positive
 
 SNAPPING = ("nearest", "binned")  # how the DCGAN turns generated latent maps into codes (`LatentDCGAN(snapping=...)`)
@@ -17,9 +18,9 @@ SNAPPING = ("nearest", "binned")  # how the DCGAN turns generated latent maps in
 
 def _unconditional_rate():
     """The `unconditional_rate` of an autoregressive prior (`AutoregressivePrior(unconditional_rate=...)`)."""
-    return option(0.1, "with a condition (--condition), the fraction of training maps taught as 'any position' (a "
-                       "null class), so that the prior also samples slices of any position (condition -1)",
-                  lambda rate: 0 <= rate < 1)
+    return option(UNCONDITIONAL_RATE, "with a condition (--condition), the fraction of training maps taught as 'any "
+                                      "position' (a null class), so that the prior also samples slices of any "
+                                      "position (condition -1)", lambda rate: 0 <= rate < 1)
 
 
 @dataclasses.dataclass(frozen=True)

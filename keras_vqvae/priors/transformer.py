@@ -9,14 +9,12 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_vqvae.models.optimization import cosine_adam
-from keras_vqvae.priors.autoregressive import AutoregressivePrior
-from keras_vqvae.priors.distribution import draw_codes, sample_uniforms
+from keras_vqvae.priors.autoregressive import UNCONDITIONAL_RATE, AutoregressivePrior
 from keras_vqvae.priors.kind import PriorContext, PriorKind
-from keras_vqvae.priors.sampler import Sampler, flat_given, kept_or_drawn
+from keras_vqvae.priors.sampler import CachingSampler, ReferenceSampler, draw_or_keep
 from keras_vqvae.priors.settings import TransformerSettings
 
 MASKED = -1e9  # the attention score of a position a query may not see: exp underflows to exactly 0
@@ -123,7 +121,8 @@ class CodeTransformer(AutoregressivePrior):
         layers: number of TransformerBlocks. Default 4.
         heads: attention heads. Default 4.
         num_classes: number of class labels to condition on (e.g. slice positions); 0 for none. Default 0.
-        unconditional_rate: fraction of training maps taught as the null class, "any position". Default 0.
+        unconditional_rate: fraction of training maps taught as the null class, "any position" (see
+            `AutoregressivePrior`). Default `UNCONDITIONAL_RATE`, 0.1.
 
     Reference:
         A. Vaswani, N. Shazeer, N. Parmar, J. Uszkoreit, L. Jones, A. N. Gomez, L. Kaiser, I. Polosukhin,
@@ -132,7 +131,8 @@ class CodeTransformer(AutoregressivePrior):
     """
 
     def __init__(self, num_embeddings: int, grid_shape: tuple[int, int], dim: int = 128, layers: int = 4,
-                 heads: int = 4, num_classes: int = 0, unconditional_rate: float = 0.0, **kwargs):
+                 heads: int = 4, num_classes: int = 0, unconditional_rate: float = UNCONDITIONAL_RATE,
+                 **kwargs):
         kwargs.setdefault("name", "code_transformer")
         super().__init__(num_embeddings, grid_shape, num_classes, unconditional_rate, **kwargs)
         if layers < 1 or dim < 1:
@@ -166,46 +166,19 @@ class CodeTransformer(AutoregressivePrior):
         return {**super().get_config(), "dim": self.dim, "layers": self.num_layers, "heads": self.heads}
 
 
-class ReferenceTransformerSampler(Sampler):
-    """For each position in raster order, the whole network on the whole map, then one draw. Slow and simple."""
-
-    name = "reference"
-    inpaints = True
-
-    def _draw(self, seeds, temperature, labels, advance, given=None):
-        h, w = self.prior.grid_shape
-        uniforms = sample_uniforms(seeds, h * w)  # (batch, h * w)
-        given = flat_given(given)
-        codes = np.zeros((len(seeds), h * w), np.int32)
-        for position in range(h * w):
-            logits = tf.reshape(self.prior(codes.reshape(-1, h, w), labels, training=False), (len(seeds), h * w, -1))
-            drawn = draw_codes(logits[:, position], temperature, uniforms[:, position])
-            codes[:, position] = kept_or_drawn(drawn, given, position).numpy()
-            advance(len(seeds))
-        return tf.constant(codes.reshape(-1, h, w))
-
-
-class CachedTransformerSampler(Sampler):
+class CachedTransformerSampler(CachingSampler):
     """Draws position by position, each layer keeping the keys and values of the positions before (a key/value
     cache): one position costs one row of attention per layer instead of the whole network on the whole map. The
-    layers' own weights do the work, so the codes drawn are the reference sampler's. The whole batch is one
-    `tf.function`, `draw`, which an exported SavedModel carries as it is."""
+    layers' own weights do the work, so the codes drawn are the reference sampler's. The whole batch is one graph
+    function (see `CachingSampler`).
 
-    name = "cached"
-    inpaints = True
+    Args:
+        prior: the trained `CodeTransformer`.
+    """
 
-    def __init__(self, prior: CodeTransformer):
-        super().__init__(prior)
-        self.draw = tf.function(self._codes)
-
-    def _codes(self, seeds, temperature, labels=None, given=None):
-        """Codes (batch, h, w) int32 of one batch: seeds (batch, 2), labels (batch,) int32 or None, given as `draw`
-        takes it."""
+    def _fill(self, uniforms, temperature, labels, given, size):
         prior = self.prior
         length, dim = prior.length, prior.dim
-        size = seeds.shape[0] or tf.shape(seeds)[0]  # known when traced for one batch size, else only when run
-        uniforms = sample_uniforms(seeds, length)  # (batch, T)
-        given = flat_given(given)
         dtype = prior.code_embedding.compute_dtype
         empty = [tf.zeros((size, prior.heads, length, dim // prior.heads), dtype) for _ in prior.blocks]
 
@@ -218,7 +191,7 @@ class CachedTransformerSampler(Sampler):
                 new_keys.append(block_keys)
                 new_values.append(block_values)
             logits = prior.output_logits(prior.output_norm(x))[:, 0]  # (batch, K)
-            drawn = kept_or_drawn(draw_codes(logits, temperature, uniforms[:, position]), given, position)
+            drawn = draw_or_keep(logits, temperature, uniforms, given, position)
             codes = codes + tf.one_hot(position, length, dtype=tf.int32)[None] * drawn[:, None]
             return position + 1, codes, prior.code_embedding(drawn)[:, None], new_keys, new_values
 
@@ -239,5 +212,5 @@ def build_transformer(settings: TransformerSettings, context: PriorContext) -> C
 TRANSFORMER = PriorKind(
     name="transformer", description="a decoder-only transformer over the codes", model_class=CodeTransformer,
     settings=TransformerSettings, build=build_transformer,
-    samplers=(ReferenceTransformerSampler, CachedTransformerSampler), default_sampler=CachedTransformerSampler.name,
+    samplers=(ReferenceSampler, CachedTransformerSampler), default_sampler=CachedTransformerSampler.name,
     conditional=True, fit_summary=lambda test: f"test NLL {test['nll']:.2f} bits/code, ")
