@@ -299,7 +299,7 @@ def test_a_run_with_the_adversarial_term_logs_its_losses_and_resumes_it(tmp_path
     assert exported.decode(exported.encode(np.zeros((1, 32, 32, 1), np.float32))).shape == (1, 32, 32, 1)
     model = keras.saving.load_model(run / "vqvae.keras")
     steps = model.optimizer.iterations.numpy()
-    assert model.adversarial_start == steps // 2 > 0  # epoch 1's steps: the term acted in the second epoch only
+    assert model.adversarial_start_step == steps // 2 > 0  # epoch 1's steps: the term acted in the second epoch only
     assert model.discriminator_optimizer.iterations.numpy() == steps
     assert train.main([*TINY, "--epochs", "2", "--stage", "vqvae", "--run-dir", str(run)]) == 2  # settings changed
     assert "--adversarial-weight 0.1 (now 0.0)" in capsys.readouterr().err
