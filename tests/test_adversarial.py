@@ -2,6 +2,7 @@
 run settings that ask for it."""
 
 import dataclasses
+import json
 import math
 
 import keras
@@ -150,10 +151,15 @@ def test_the_run_settings_build_a_plain_vqvae_unless_they_ask_for_the_adversaria
     config = TrainConfig(channels=8, num_embeddings=16, embedding_dim=8, residual_blocks=0)
     plain = build_vqvae(config, data_variance=0.05, steps_per_epoch=10)
     assert type(plain) is VQVAE and plain.compiled
-    adversarial = build_vqvae(dataclasses.replace(config, adversarial_weight=0.1, adversarial_start=3),
+    adversarial = build_vqvae(dataclasses.replace(config, adversarial_weight=0.1, adversarial_start_epoch=3),
                               data_variance=0.05, steps_per_epoch=10)
     assert type(adversarial) is AdversarialVQVAE
     assert adversarial.adversarial_weight == 0.1 and adversarial.adversarial_start_step == 30  # 3 epochs of 10 steps
     learning_rate = adversarial.discriminator_optimizer.learning_rate.numpy()
     assert learning_rate == pytest.approx(config.discriminator_learning_rate)
 
+
+def test_the_adversarial_start_of_an_older_config_json_is_read_as_its_epoch():
+    saved = json.loads(TrainConfig(adversarial_weight=0.1, adversarial_start_epoch=5).to_json())
+    saved["adversarial_start"] = saved.pop("adversarial_start_epoch")  # as config.json files of older runs have it
+    assert TrainConfig.from_json(json.dumps(saved)).adversarial_start_epoch == 5

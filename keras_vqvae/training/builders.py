@@ -18,7 +18,7 @@ DISCRIMINATOR_BETAS = (0.5, 0.9)  # Adam's moment decays for the discriminator, 
 
 def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int) -> VQVAE:
     """The VQ-VAE and its optimizer (Adam on a cosine schedule) as `config` describes them: a plain `VQVAE`, or with
-    an adversarial weight an `AdversarialVQVAE`, whose term acts after `adversarial_start` epochs of
+    an adversarial weight an `AdversarialVQVAE`, whose term acts after `adversarial_start_epoch` epochs of
     `steps_per_epoch` steps and whose discriminator has its own Adam."""
     codebook_by_loss = {"ema_decay": None} if config.codebook_update == "loss" else {}  # else the EMA default
     networks = (Encoder(config.embedding_dim, config.channels, config.residual_blocks, config.downsampling),
@@ -32,7 +32,7 @@ def build_vqvae(config: TrainConfig, data_variance: float, steps_per_epoch: int)
         return model
     model = AdversarialVQVAE(*networks, PatchDiscriminator(config.discriminator_filters),
                              adversarial_weight=config.adversarial_weight,
-                             adversarial_start_step=config.adversarial_start * steps_per_epoch,
+                             adversarial_start_step=config.adversarial_start_epoch * steps_per_epoch,
                              data_variance=data_variance)
     model.compile(optimizer=optimizer, discriminator_optimizer=keras.optimizers.Adam(
         config.discriminator_learning_rate, beta_1=DISCRIMINATOR_BETAS[0], beta_2=DISCRIMINATOR_BETAS[1]))

@@ -54,8 +54,8 @@ class RunSettings:
     adversarial_weight: float = option(0.0, "weight of the decoder's adversarial term in the VQ-VAE's loss: a patch "
                                             "discriminator learns to tell real slices from decoded ones, as in VQGAN "
                                             "(0: none)", at_least(0))
-    adversarial_start: int = option(30, "the VQ-VAE epoch after which the adversarial term acts, once the "
-                                        "reconstructions have nearly converged", at_least(0))
+    adversarial_start_epoch: int = option(30, "the VQ-VAE epoch after which the adversarial term acts, once the "
+                                              "reconstructions have nearly converged", at_least(0))
     discriminator_filters: int = option(32, "channels of the patch discriminator's first stage", at_least(1))
     discriminator_learning_rate: float = option(2e-4, "Adam learning rate of the patch discriminator", positive)
     seed: int = option(0, "seed for data splitting, shuffling, synthetic subjects and weights",
@@ -99,10 +99,10 @@ class RunSettings:
             raise InputError(f"--condition slice: the {self.prior} prior takes no condition, so its slices could "
                              f"not be asked for a position: use --condition auto or none with it, or a prior that "
                              f"takes one ({', '.join(k.name for k in PRIOR_KINDS.values() if k.conditional)})")
-        if self.adversarial_weight and self.adversarial_start >= self.epochs:
-            raise InputError(f"--adversarial-start {self.adversarial_start} is not below --epochs {self.epochs}, so "
-                             f"the adversarial term would never act: lower --adversarial-start, or give "
-                             f"--adversarial-weight 0")
+        if self.adversarial_weight and self.adversarial_start_epoch >= self.epochs:
+            raise InputError(f"--adversarial-start-epoch {self.adversarial_start_epoch} is not below --epochs "
+                             f"{self.epochs}, so the adversarial term would never act: lower "
+                             f"--adversarial-start-epoch, or give --adversarial-weight 0")
         if self.image_size % self.downsampling:
             raise InputError(f"--image-size {self.image_size} is not divisible by --downsampling {self.downsampling}: "
                              f"pick sizes such as 128 or 256 with downsampling 4 or 8")
@@ -147,9 +147,13 @@ class RunSettings:
 
     @classmethod
     def from_json(cls, text: str):
-        """The configuration that `to_json` wrote (fields it lacks keep their defaults; unknown ones are ignored)."""
+        """The configuration that `to_json` wrote (fields it lacks keep their defaults; unknown ones are ignored;
+        `adversarial_start`, as runs made before it was renamed call it, is `adversarial_start_epoch`)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items() if k in known}
+        saved = json.loads(text)
+        if "adversarial_start" in saved:
+            saved["adversarial_start_epoch"] = saved.pop("adversarial_start")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
         return cls(**values)
 
 
