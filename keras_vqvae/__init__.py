@@ -1,6 +1,7 @@
 """keras_vqvae: a VQ-VAE that learns a discrete code of brain MRI slices, in TensorFlow / Keras 3.
 
-Pipeline: data -> Encoder -> VectorQuantizer -> Decoder, trained as one `VQVAE` model with `fit`; then
+Pipeline: data -> Encoder -> VectorQuantizer -> Decoder, trained as one `VQVAE` model with `fit` (or as an
+`AdversarialVQVAE`, whose decoder also learns against a `PatchDiscriminator`); then
 codes -> prior (GatedPixelCNN, CodeTransformer or LatentDCGAN) -> its sampler -> Decoder, for new slices; and
 slices -> codes -> the prior's likelihood of each code -> healed slices -> `anomaly_maps`. A whole run is
 `keras_vqvae.training.train(TrainConfig(...))` (the function is not exported here, where `keras_vqvae.train` is the
@@ -27,6 +28,7 @@ from keras_vqvae.metrics.codebook import CodebookUsage, Perplexity  # noqa: E402
 from keras_vqvae.metrics.generation import (diversity_ms_ssim, generation_metrics, pairwise_ms_ssim,  # noqa: E402
                                             pairwise_ssim)
 from keras_vqvae.metrics.image import brain_ssim, psnr, ssim  # noqa: E402
+from keras_vqvae.models.adversarial import AdversarialVQVAE, PatchDiscriminator  # noqa: E402
 from keras_vqvae.models.networks import Decoder, Encoder, ResidualBlock  # noqa: E402
 from keras_vqvae.models.quantizer import VectorQuantizer  # noqa: E402
 from keras_vqvae.models.vqvae import VQVAE  # noqa: E402
@@ -39,7 +41,7 @@ from keras_vqvae.training.config import TrainConfig  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "VectorQuantizer", "Encoder", "Decoder", "ResidualBlock", "VQVAE",
+    "VectorQuantizer", "Encoder", "Decoder", "ResidualBlock", "VQVAE", "AdversarialVQVAE", "PatchDiscriminator",
     "GatedPixelCNN", "CodeTransformer", "LatentDCGAN", "Sampler", "ReferenceSampler", "CompiledSampler",
     "CachedSampler", "CachedTransformerSampler", "NoiseSampler", "make_sampler",
     "generate", "Generation", "DiversityMonitor",

@@ -223,8 +223,8 @@ def test_changed_settings_for_an_existing_run_are_refused(tmp_path, capsys):
     (["--strategy", "multi-worker", "--condition", "slice"], "error: --condition slice does not train under "
                                                              "--strategy multi-worker yet"),
     (["--temperature", "0"], "error: --temperature 0.0 is out of range (it must be positive)"),
-    (["--adversarial-weight", "0.1", "--adversarial-start", "5", "--epochs", "5"],
-     "error: --adversarial-start 5 is not below --epochs 5, so the adversarial term would never act"),
+    (["--adversarial-weight", "0.1", "--adversarial-start-epoch", "5", "--epochs", "5"],
+     "error: --adversarial-start-epoch 5 is not below --epochs 5, so the adversarial term would never act"),
     (["--adversarial-weight", "-1"], "error: --adversarial-weight -1.0 is out of range (it must be at least 0)"),
     (["--prior", "transformer", "--transformer-dim", "30"], "error: --transformer-dim 30 is not a multiple of "
                                                             "--transformer-heads 4: each head takes an equal share "
@@ -280,7 +280,7 @@ def test_the_judge_learns_extra_subjects_of_the_embedded_data_that_no_split_hold
 
 def test_a_run_with_the_adversarial_term_logs_its_losses_and_resumes_it(tmp_path, capsys):
     run = tmp_path / "run"
-    adversarial = ["--adversarial-weight", "0.1", "--adversarial-start", "1", "--discriminator-filters", "4"]
+    adversarial = ["--adversarial-weight", "0.1", "--adversarial-start-epoch", "1", "--discriminator-filters", "4"]
     assert train.main([*TINY, *adversarial, "--epochs", "2", "--stage", "vqvae", "--run-dir", str(run)]) == 0
     header = (run / "history.csv").read_text().splitlines()[0].split(",")
     assert {"adversarial_loss", "discriminator_loss", "adaptive_weight"} <= set(header)
@@ -289,7 +289,7 @@ def test_a_run_with_the_adversarial_term_logs_its_losses_and_resumes_it(tmp_path
     assert exported.decode(exported.encode(np.zeros((1, 32, 32, 1), np.float32))).shape == (1, 32, 32, 1)
     model = keras.saving.load_model(run / "vqvae.keras")
     steps = model.optimizer.iterations.numpy()
-    assert model.adversarial_start == steps // 2 > 0  # epoch 1's steps: the term acted in the second epoch only
+    assert model.adversarial_start_step == steps // 2 > 0  # epoch 1's steps: the term acted in the second epoch only
     assert model.discriminator_optimizer.iterations.numpy() == steps
     assert train.main([*TINY, "--epochs", "2", "--stage", "vqvae", "--run-dir", str(run)]) == 2  # settings changed
     assert "--adversarial-weight 0.1 (now 0.0)" in capsys.readouterr().err

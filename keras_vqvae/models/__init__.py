@@ -1,2 +1,2 @@
-"""The VQ-VAE: encoder -> vector quantizer -> decoder (`networks`, `quantizer`, `vqvae`), and what its custom
-training steps share with the priors' (`optimization`)."""
+"""The VQ-VAE: encoder -> vector quantizer -> decoder (`networks`, `quantizer`, `vqvae`), its adversarial variant
+(`adversarial`), and what its custom training steps share with the priors' (`optimization`)."""

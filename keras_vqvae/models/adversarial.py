@@ -6,6 +6,7 @@ its uncertainty with a blurred average.
 * `hinge_losses`: the hinge objective of the discriminator and the decoder (Lim & Ye 2017; VQGAN's choice).
 * `adaptive_weight`: VQGAN's eq. 7, the ratio of the reconstruction and adversarial gradients at the decoder's last
   layer, which balances the two terms whatever their scales.
+* `AdversarialVQVAE`: the `VQVAE` that trains its decoder with the term and the discriminator beside it.
 
 References:
     P. Esser, R. Rombach, B. Ommer, "Taming Transformers for High-Resolution Image Synthesis", CVPR 2021.
@@ -21,6 +22,9 @@ import math
 import keras
 import tensorflow as tf
 from keras import layers
+
+from keras_vqvae.models.optimization import minimize
+from keras_vqvae.models.vqvae import VQVAE
 
 NORMALIZATION_GROUPS = 8  # of the discriminator's group normalisation (or their greatest common divisor with
 # the channels, when 8 does not divide them)
@@ -105,3 +109,114 @@ def adaptive_weight(reconstruction_gradient, adversarial_gradient) -> tf.Tensor:
     trained through, with the two gradients taken with respect to the decoder's last layer GL."""
     ratio = tf.norm(reconstruction_gradient) / (tf.norm(adversarial_gradient) + ADAPTIVE_WEIGHT_EPSILON)
     return tf.stop_gradient(tf.clip_by_value(ratio, 0.0, ADAPTIVE_WEIGHT_LIMIT))
+
+
+@keras.saving.register_keras_serializable(package="keras_vqvae")
+class AdversarialVQVAE(VQVAE):
+    """A `VQVAE` whose decoder also learns to make slices a discriminator cannot tell from real ones (VQGAN, Esser et
+    al. 2021, eq. 5), from training step `adversarial_start_step` on, once the reconstructions have nearly converged
+    (before it the discriminator does not train either):
+
+        loss = mean(error^2) / data_variance + vq_loss + adversarial_weight * L_G
+
+    with L_G the decoder's hinge term (`hinge_losses`), while the discriminator, with its own optimizer, minimises L_D
+    on the same batch.
+
+    `adversarial_weight` is a fixed number, set by measurement: VQGAN's adaptive weight (eq. 7, the ratio of the
+    reconstruction and adversarial gradients at the decoder's last layer) comes out below 1e-2 here once the
+    reconstructions have nearly converged (docs/generation-experiments.md), too weak to change the decoder, so it
+    is only logged, as `adaptive_weight`, beside the weight in use.
+
+    Args:
+        encoder: as `VQVAE`'s.
+        quantizer: as `VQVAE`'s.
+        decoder: as `VQVAE`'s.
+        discriminator: real-or-decoded logits of images (batch, H, W, C), such as a `PatchDiscriminator`.
+        adversarial_weight: the weight of L_G, positive (for no adversarial term, build a plain `VQVAE`).
+        adversarial_start_step: the training step, counted from 0 by the optimizer's iterations, from which the
+            term acts. Default 0.
+        data_variance: as `VQVAE`'s. Default 1.0.
+
+    `compile(optimizer, discriminator_optimizer)`: the first trains the encoder, quantizer and decoder, the second
+    the discriminator; a `.keras` file keeps the state of both.
+
+    Tracked metrics: `VQVAE`'s, and in training also `adversarial_loss` (L_G, whatever its weight and the step),
+    `discriminator_loss` (L_D) and `adaptive_weight`.
+    """
+
+    _networks = (*VQVAE._networks, "discriminator")
+    _tracked_losses = (*VQVAE._tracked_losses, "adversarial_loss", "discriminator_loss", "adaptive_weight")
+
+    def __init__(self, encoder, quantizer, decoder, discriminator: keras.Model, adversarial_weight: float,
+                 adversarial_start_step: int = 0, data_variance: float = 1.0, **kwargs):
+        if not adversarial_weight > 0:
+            raise ValueError(f"adversarial_weight must be positive, got {adversarial_weight}: for no adversarial "
+                             f"term, build a plain VQVAE")
+        if adversarial_start_step < 0:
+            raise ValueError(f"adversarial_start_step must not be negative, got {adversarial_start_step}: give the "
+                             f"training step (0 for the first) from which the adversarial term acts")
+        super().__init__(encoder, quantizer, decoder, data_variance, **kwargs)
+        self.discriminator = discriminator
+        self.adversarial_weight, self.adversarial_start_step = float(adversarial_weight), int(adversarial_start_step)
+        if not discriminator.built:
+            discriminator.build(self.encoder.input.shape)
+
+    @property
+    def autoencoder_variables(self) -> list:
+        """The trainable variables of the encoder, the quantizer and the decoder (not the discriminator's)."""
+        return [*self.encoder.trainable_variables, *self.quantizer.trainable_variables,
+                *self.decoder.trainable_variables]
+
+    def train_step(self, data):
+        images = keras.utils.unpack_x_y_sample_weight(data)[0]
+        with tf.GradientTape(persistent=True) as tape:  # read by both optimizers and by eq. 7
+            losses, reconstructions, indices = self._compute_losses(images, training=True)
+            discriminator_loss = self._add_adversarial_losses(losses, images, reconstructions)
+        minimize(self.optimizer, losses["loss"], self.autoencoder_variables, tape)
+        minimize(self.discriminator_optimizer, discriminator_loss, self.discriminator.trainable_variables, tape)
+        last_layer = self.decoder.get_layer("to_images").kernel  # VQGAN's G_L
+        losses["adaptive_weight"] = adaptive_weight(tape.gradient(losses["reconstruction_loss"], last_layer),
+                                                    tape.gradient(losses["adversarial_loss"], last_layer))
+        del tape
+        self._track(losses, indices)
+        return self._training_logs()
+
+    def _add_adversarial_losses(self, losses: dict, images, reconstructions):
+        """Adds the decoder's adversarial term L_G to `losses` ('loss' gains it, weighted and only from step
+        `adversarial_start_step` on) and returns the discriminator's loss L_D, zero before that step."""
+        real_logits = self.discriminator(images, training=True)  # (batch, H / 2^n, W / 2^n, 1)
+        decoded_logits = self.discriminator(tf.cast(reconstructions, images.dtype), training=True)
+        discriminator_loss, adversarial_loss = hinge_losses(real_logits, decoded_logits)
+        acting = tf.cast(self.optimizer.iterations >= self.adversarial_start_step, tf.float32)
+        losses["loss"] += acting * self.adversarial_weight * adversarial_loss
+        losses["adversarial_loss"] = adversarial_loss
+        losses["discriminator_loss"] = discriminator_loss
+        return acting * discriminator_loss
+
+    def compile(self, optimizer="adam", discriminator_optimizer="adam", **kwargs):
+        """`optimizer` trains the encoder, quantizer and decoder, `discriminator_optimizer` the discriminator. Other
+        arguments as `keras.Model.compile` (no loss: the VQ-VAE has its own)."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.discriminator_optimizer = keras.optimizers.get(discriminator_optimizer)
+        # Under float16 compile wraps `optimizer` in a LossScaleOptimizer: so is the discriminator's, once (one from
+        # a .keras file is wrapped already).
+        scaling = keras.optimizers.LossScaleOptimizer
+        if isinstance(self.optimizer, scaling) and not isinstance(self.discriminator_optimizer, scaling):
+            self.discriminator_optimizer = scaling(self.discriminator_optimizer)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return {}
+        return {name: keras.optimizers.serialize(getattr(self, name))
+                for name in ("optimizer", "discriminator_optimizer")}
+
+    def compile_from_config(self, config):
+        """Rebuilds both optimizers with their variables, so that a `.keras` file resumes training exactly."""
+        self.compile(**{name: keras.optimizers.deserialize(config[name])
+                        for name in ("optimizer", "discriminator_optimizer")})
+        self.optimizer.build(self.autoencoder_variables)
+        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "adversarial_weight": self.adversarial_weight,
+                "adversarial_start_step": self.adversarial_start_step}

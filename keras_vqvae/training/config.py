@@ -64,8 +64,8 @@ class TrainConfig:
     adversarial_weight: float = option(0.0, "weight of the decoder's adversarial term in the VQ-VAE's loss: a patch "
                                             "discriminator learns to tell real slices from decoded ones, as in VQGAN "
                                             "(0: none)", at_least(0))
-    adversarial_start: int = option(30, "the VQ-VAE epoch after which the adversarial term acts, once the "
-                                        "reconstructions have nearly converged", at_least(0))
+    adversarial_start_epoch: int = option(30, "the VQ-VAE epoch after which the adversarial term acts, once the "
+                                              "reconstructions have nearly converged", at_least(0))
     discriminator_filters: int = option(32, "channels of the patch discriminator's first stage", at_least(1))
     discriminator_learning_rate: float = option(2e-4, "Adam learning rate of the patch discriminator", positive)
     seed: int = option(0, "seed for data splitting, shuffling, synthetic subjects and weights",
@@ -126,10 +126,10 @@ class TrainConfig:
             raise InputError(f"--condition slice: the {self.prior} prior takes no condition, so its slices could "
                              f"not be asked for a position: use --condition auto or none with it, or a prior that "
                              f"takes one ({', '.join(k.name for k in PRIOR_KINDS.values() if k.conditional)})")
-        if self.adversarial_weight and self.adversarial_start >= self.epochs:
-            raise InputError(f"--adversarial-start {self.adversarial_start} is not below --epochs {self.epochs}, so "
-                             f"the adversarial term would never act: lower --adversarial-start, or give "
-                             f"--adversarial-weight 0")
+        if self.adversarial_weight and self.adversarial_start_epoch >= self.epochs:
+            raise InputError(f"--adversarial-start-epoch {self.adversarial_start_epoch} is not below --epochs "
+                             f"{self.epochs}, so the adversarial term would never act: lower "
+                             f"--adversarial-start-epoch, or give --adversarial-weight 0")
         if self.image_size % self.downsampling:
             raise InputError(f"--image-size {self.image_size} is not divisible by --downsampling {self.downsampling}: "
                              f"pick sizes such as 128 or 256 with downsampling 4 or 8")
@@ -174,12 +174,14 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
         """The configuration that `to_json` wrote, or that earlier versions wrote with the priors' settings flat
-        (`"pixelcnn_epochs": 12`), whose run folders so resume. Settings it lacks keep their defaults; unknown ones
-        are ignored."""
+        (`"pixelcnn_epochs": 12`) or with `adversarial_start` (now `adversarial_start_epoch`), whose run folders so
+        resume. Settings it lacks keep their defaults; unknown ones are ignored."""
         values = {}
         for key, value in json.loads(text).items():
             if isinstance(value, dict):  # a prior's settings
                 values.update({f"{key}_{name}": inner for name, inner in value.items()})
             else:
                 values[key] = tuple(value) if isinstance(value, list) else value
+        if "adversarial_start" in values:
+            values["adversarial_start_epoch"] = values.pop("adversarial_start")
         return from_flat(cls, values)
