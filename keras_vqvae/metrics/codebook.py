@@ -7,10 +7,17 @@ import tensorflow as tf
 
 
 class _CodeHistogram(keras.metrics.Metric):
-    """Counts how often each of `num_embeddings` codes is chosen over an epoch (the counts reset with the metric)."""
+    """Counts how often each of `num_embeddings` codes is chosen over an epoch (the counts reset with the metric).
 
-    def __init__(self, num_embeddings: int, name: str, **kwargs):
-        super().__init__(name=name, **kwargs)
+    Args:
+        num_embeddings: K, the codebook's size.
+        name: the metric's name; None: the subclass's `default_name`.
+    """
+
+    default_name = ""
+
+    def __init__(self, num_embeddings: int, name: str | None = None, **kwargs):
+        super().__init__(name=name or self.default_name, **kwargs)
         self.num_embeddings = num_embeddings
         self.counts = self.add_variable(shape=(num_embeddings,), initializer="zeros", name="counts",
                                         aggregation="sum")
@@ -28,14 +35,9 @@ class _CodeHistogram(keras.metrics.Metric):
 
 @keras.saving.register_keras_serializable(package="keras_vqvae")
 class CodebookUsage(_CodeHistogram):
-    """Fraction of the codebook's codes chosen at least once since the last reset.
+    """Fraction of the codebook's `num_embeddings` codes chosen at least once since the last reset."""
 
-    Args:
-        num_embeddings: K, the codebook's size.
-    """
-
-    def __init__(self, num_embeddings: int, name: str = "codebook_usage", **kwargs):
-        super().__init__(num_embeddings, name=name, **kwargs)
+    default_name = "codebook_usage"
 
     def result(self):
         return tf.reduce_mean(tf.cast(self.counts > 0, self.dtype))
@@ -43,14 +45,10 @@ class CodebookUsage(_CodeHistogram):
 
 @keras.saving.register_keras_serializable(package="keras_vqvae")
 class Perplexity(_CodeHistogram):
-    """exp(entropy) of the code distribution since the last reset: the effective number of codes in use.
+    """exp(entropy) of the distribution of the `num_embeddings` codes since the last reset: the effective number of
+    codes in use."""
 
-    Args:
-        num_embeddings: K, the codebook's size.
-    """
-
-    def __init__(self, num_embeddings: int, name: str = "perplexity", **kwargs):
-        super().__init__(num_embeddings, name=name, **kwargs)
+    default_name = "perplexity"
 
     def result(self):
         probabilities = self.counts / tf.maximum(tf.reduce_sum(self.counts), 1.0)

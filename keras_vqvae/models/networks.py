@@ -109,8 +109,9 @@ class Decoder(_ConvolutionalNetwork):
     """A 3x3 convolution, residual blocks, then strided 4x4 transposed convolutions to a linear image.
 
     Args:
-        embedding_dim: channels of the input latents. Default 32.
-        channels: channels of the residual blocks and of the first stage. Default 32.
+        embedding_dim: channels of the input latents, the quantizer's code vectors. Default 32.
+        channels: channels of the residual blocks; the transposed convolutions after them halve the channels stage
+            by stage (at least 8). Default 32.
         residual_blocks: number of residual blocks. Default 2.
         downsampling: spatial upsampling factor, a power of two, matching the encoder. Default 4.
         image_channels: channels of the output images. Default 1.
