@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from keras_vqvae.data.slices import SliceSet
+from keras_vqvae.data.sets import SliceSet
 from keras_vqvae.errors import InputError, existing_folder, folder_to_write
 
 
