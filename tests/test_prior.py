@@ -10,7 +10,7 @@ from keras_vqvae import InputError
 from keras_vqvae.priors import (PRIOR_KINDS, CachingSampler, CodeTransformer, GatedBlock, GatedPixelCNN,
                                 InpaintingSampler, LatentDCGAN, Sampler, make_sampler)
 from keras_vqvae.priors.autoregressive import ANY_POSITION
-from keras_vqvae.priors.dcgan import DCGANSettings
+from keras_vqvae.priors.settings import DCGANSettings
 from keras_vqvae.priors.pixelcnn_sampling import PixelCNNSettings
 from keras_vqvae.priors.transformer import TransformerSettings
 

@@ -16,7 +16,7 @@ from keras_vqvae.errors import InputError
 from keras_vqvae.models.networks import Decoder, Encoder
 from keras_vqvae.models.quantizer import VectorQuantizer
 from keras_vqvae.models.vqvae import VQVAE
-from keras_vqvae.priors import GatedPixelCNN
+from keras_vqvae.priors import DiversityMonitor, GatedPixelCNN
 from keras_vqvae.priors.generation import generate
 from keras_vqvae.training import splits as run_splits
 from keras_vqvae.training.run_folder import RunFolder
@@ -41,16 +41,14 @@ def _tiny_models(conditional: bool = True):
 
 @pytest.mark.slow
 def test_a_prior_in_training_compares_its_samples_with_validation_slices_never_test_slices(run_copy, monkeypatch):
-    from keras_vqvae.priors import dcgan
-
     seen = []
-    original = dcgan.DiversityMonitor.__init__
+    original = DiversityMonitor.__init__
 
     def recording(self, vqvae, real_images, *args, **kwargs):
         seen.append(np.array(real_images))
         original(self, vqvae, real_images, *args, **kwargs)
 
-    monkeypatch.setattr(dcgan.DiversityMonitor, "__init__", recording)
+    monkeypatch.setattr(DiversityMonitor, "__init__", recording)
     assert train.main([*QUICK, "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "2",
                        "--run-dir", str(run_copy)]) == 0
     splits = RunSplits.load(RunFolder(run_copy).read_config())

@@ -10,7 +10,8 @@ from __future__ import annotations
 import keras
 
 from keras_vqvae.errors import InputError
-from keras_vqvae.priors.dcgan import DCGAN, SNAPPING, DiversityMonitor, LatentDCGAN, NoiseSampler
+from keras_vqvae.priors.dcgan import SNAPPING, LatentDCGAN
+from keras_vqvae.priors.dcgan_sampling import DCGAN, DiversityMonitor, NoiseSampler
 from keras_vqvae.priors.kind import PriorContext, PriorKind
 from keras_vqvae.priors.pixelcnn import GatedBlock, GatedPixelCNN
 from keras_vqvae.priors.pixelcnn_sampling import PIXELCNN, CachedSampler, CompiledSampler
