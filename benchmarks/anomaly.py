@@ -30,21 +30,49 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 import hardware
-from keras_vqvae import cli
+from keras_vqvae import cli, plots
 from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, smooth
+from keras_vqvae.calibration import run_calibration
+from keras_vqvae.data import SliceSet, SubjectSplit, make_dataset
 from keras_vqvae.data.datasets import to_input_size
-from keras_vqvae.data import SubjectSplit, SliceSet, make_dataset
 from keras_vqvae.data.lesions import LESION_KINDS, lesioned_arrays
 from keras_vqvae.metrics.detection import auroc, detection_metrics
 from keras_vqvae.metrics.image import brain_ssim
-from keras_vqvae.training import RunFolder, plots
-from keras_vqvae.calibration import run_calibration
+from keras_vqvae.training import RunFolder
 
 FIGURE_ROWS = 3  # lesioned slices per kind in the figure
+
+
+def plot_panels(columns: dict[str, np.ndarray], row_labels: list[str], path: Path, title: str = "") -> None:
+    """Rows of slices side by side: `columns` maps a column's title to its images (rows, H, W). Columns whose
+    title ends in 'slice' or 'mask' are shown in grey on [0, 1]; the others (anomaly maps) in colour on one scale per
+    column, with a colour bar under it."""
+    rows, count = len(row_labels), len(columns)
+    title = plots.wrapped_title(title, 2.0 * count)
+    figure = Figure(figsize=(2.0 * count, 2.0 * rows + 0.9 + plots.space_for_title(title)), layout="constrained")
+    axes = figure.subplots(rows, count, squeeze=False)
+    for column, (name, images) in enumerate(columns.items()):
+        grey = name.endswith(("slice", "mask"))
+        vmax = 1.0 if grey else max(float(np.percentile(images, 99.9)), 1e-6)
+        for row in range(rows):
+            axis = axes[row, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            shown = axis.imshow(images[row], cmap="gray" if grey else "inferno", vmin=0, vmax=vmax,
+                                interpolation="nearest")
+            if column == 0:
+                axis.set_ylabel(row_labels[row], fontsize=7)
+        axes[0, column].set_title(name, fontsize=8)
+        if not grey:
+            figure.colorbar(shown, ax=axes[:, column].tolist(), location="bottom", shrink=0.8, aspect=15)
+    figure.suptitle(title, fontsize=plots.TITLE_SIZE)
+    figure.savefig(path, dpi=100)
 
 
 def model_images(pixels: np.ndarray, image_size: int) -> np.ndarray:
@@ -141,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                           "brain_ssim_healed_worst_draw": round(min(healed), 4),
                           "codes_redrawn": round(float(result.redrawn.mean()), 4)}
     if arguments.figure:
-        plots.plot_anomaly_panels({name: np.stack(rows) for name, rows in figure_rows.items()}, labels,
+        plot_panels({name: np.stack(rows) for name, rows in figure_rows.items()}, labels,
                                   arguments.figure, f"synthetic lesions in {arguments.split} slices of the embedded "
                                   f"data: the plain reconstruction residual and the prior-healed residual "
                                   f"({arguments.prior}, threshold {threshold:.2f} bits, {settings.draws} draws)")

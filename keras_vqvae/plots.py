@@ -16,12 +16,12 @@ TITLE_CHARACTERS_PER_INCH = 12  # of a TITLE_SIZE title, a little under what fit
 TITLE_LINE_HEIGHT = 0.2  # inches
 
 
-def _wrapped(title: str, width: float) -> str:
+def wrapped_title(title: str, width: float) -> str:
     """`title` broken into lines that fit a figure `width` inches wide."""
     return textwrap.fill(title, width=int(width * TITLE_CHARACTERS_PER_INCH))
 
 
-def _title_height(title: str) -> float:
+def space_for_title(title: str) -> float:
     """Inches to keep free above a grid for its wrapped `title` (none without one)."""
     return 0.2 + TITLE_LINE_HEIGHT * (title.count("\n") + 1) if title else 0.0
 
@@ -126,8 +126,8 @@ def plot_codebook_usage(codes: np.ndarray, num_embeddings: int, path: Path, titl
 def plot_grid(images: np.ndarray, path: Path, columns: int, title: str = "") -> None:
     """Images (n, H, W) in [0, 255] or [0, 1] as a grid, grayscale, no interpolation."""
     rows = -(-len(images) // columns)
-    title = _wrapped(title, 1.6 * columns)
-    title_height = _title_height(title)
+    title = wrapped_title(title, 1.6 * columns)
+    title_height = space_for_title(title)
     height = 1.6 * rows + title_height
     figure = Figure(figsize=(1.6 * columns, height))
     axes = figure.subplots(rows, columns, squeeze=False)
@@ -154,7 +154,7 @@ def plot_positions(generated: np.ndarray, real: np.ndarray, num_positions: int, 
     axis.set_ylabel("slices")
     axis.legend()
     axis.grid(alpha=0.3)
-    axis.set_title(_wrapped(title, width), fontsize=TITLE_SIZE)  # tight_layout makes room for its lines
+    axis.set_title(wrapped_title(title, width), fontsize=TITLE_SIZE)  # tight_layout makes room for its lines
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -167,8 +167,8 @@ def plot_by_position(real: list[np.ndarray | None], generated: list[np.ndarray],
     positions label the rows."""
     per_row = min([len(drawn) for drawn in generated if len(drawn)], default=1)
     columns = 1 + per_row
-    title = _wrapped(title, 1.5 * columns)
-    title_height = _title_height(title)
+    title = wrapped_title(title, 1.5 * columns)
+    title_height = space_for_title(title)
     height = 1.5 * len(real) + 0.25 + title_height  # 0.25 inches for the column labels
     figure = Figure(figsize=(1.5 * columns, height))
     axes = figure.subplots(len(real), columns, squeeze=False)
@@ -210,8 +210,8 @@ def _overlay(axis, image: np.ndarray, anomaly: np.ndarray, vmax: float):
 
 def plot_anomaly_overlay(image: np.ndarray, anomaly: np.ndarray, vmax: float, path: Path, title: str = "") -> None:
     """One slice (H, W) in [0, 1] with its anomaly map (H, W) in colour on the scale 0..vmax, and a colour bar."""
-    title = _wrapped(title, 4.0)
-    figure = Figure(figsize=(4.0, 3.4 + _title_height(title)))
+    title = wrapped_title(title, 4.0)
+    figure = Figure(figsize=(4.0, 3.4 + space_for_title(title)))
     axis = figure.subplots()
     axis.axis("off")
     colours = _overlay(axis, image, anomaly, vmax)
@@ -221,40 +221,14 @@ def plot_anomaly_overlay(image: np.ndarray, anomaly: np.ndarray, vmax: float, pa
     figure.savefig(path, dpi=100)
 
 
-def plot_anomaly_panels(columns: dict[str, np.ndarray], row_labels: list[str], path: Path, title: str = "") -> None:
-    """Rows of slices side by side: `columns` maps a column's title to its images (rows, H, W). Columns whose
-    title ends in 'slice' or 'mask' are shown in grey on [0, 1]; the others (anomaly maps) in colour on one scale per
-    column, with a colour bar under it."""
-    rows, count = len(row_labels), len(columns)
-    title = _wrapped(title, 2.0 * count)
-    figure = Figure(figsize=(2.0 * count, 2.0 * rows + 0.9 + _title_height(title)), layout="constrained")
-    axes = figure.subplots(rows, count, squeeze=False)
-    for column, (name, images) in enumerate(columns.items()):
-        grey = name.endswith(("slice", "mask"))
-        vmax = 1.0 if grey else max(float(np.percentile(images, 99.9)), 1e-6)
-        for row in range(rows):
-            axis = axes[row, column]
-            axis.set_xticks([])
-            axis.set_yticks([])
-            shown = axis.imshow(images[row], cmap="gray" if grey else "inferno", vmin=0, vmax=vmax,
-                                interpolation="nearest")
-            if column == 0:
-                axis.set_ylabel(row_labels[row], fontsize=7)
-        axes[0, column].set_title(name, fontsize=8)
-        if not grey:
-            figure.colorbar(shown, ax=axes[:, column].tolist(), location="bottom", shrink=0.8, aspect=15)
-    figure.suptitle(title, fontsize=TITLE_SIZE)
-    figure.savefig(path, dpi=100)
-
-
 def plot_anomaly_summary(images: np.ndarray, maps: np.ndarray, scores: np.ndarray, names: list[str], vmax: float,
                          path: Path, title: str = "") -> None:
     """The slices (n, H, W) of the highest scores with their anomaly maps (n, H, W), and every slice's score."""
     shown = np.argsort(-scores, kind="stable")[:8]
     columns = 4
     rows = -(-len(shown) // columns)
-    title = _wrapped(title, 2.0 * columns)
-    title_height = _title_height(title)
+    title = wrapped_title(title, 2.0 * columns)
+    title_height = space_for_title(title)
     height = 2.2 * rows + 2.4 + title_height
     figure = Figure(figsize=(2.0 * columns + 0.6, height))
     grid = figure.add_gridspec(rows + 1, columns, height_ratios=[2.2] * rows + [2.0])
