@@ -49,7 +49,7 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
     strategy = make_strategy(config.strategy)  # before the data: a missing TPU or TF_CONFIG is reported at once
     splits = RunSplits.load(config)
     vqvae_stage = VQVAEStage(config, run, splits, verbose)
-    data_variance = (pixel_variance(splits.training_batches()) if stage != "prior" and vqvae_stage.fresh
+    data_variance = (pixel_variance(vqvae_stage.training_batches) if stage != "prior" and vqvae_stage.fresh
                      else None)  # blank slices stop here
     results = {**run.read_metrics(), "data": splits.slices.summary(), "notes": list(splits.slices.notes)}
     run.write_config(config)  # the first write: everything above has been checked

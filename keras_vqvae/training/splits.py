@@ -28,6 +28,7 @@ class RunSplits:
     def __init__(self, config: TrainConfig, slices: Slices):
         self.config, self.slices = config, slices
         self._images: dict[str, np.ndarray] = {}
+        self._batches: dict[str, tf.data.Dataset] = {}
 
     @classmethod
     def load(cls, config: TrainConfig) -> RunSplits:
@@ -55,11 +56,15 @@ class RunSplits:
 
     def batches(self, name: str) -> tf.data.Dataset:
         """Split `name` in its order, in batches of the run's batch size in [-0.5, 0.5], kept as `config.cache`
-        says after the first pass (for evaluating the VQ-VAE once per epoch)."""
-        return make_dataset(self.split(name), self.config.image_size, self.config.batch_size, cache=self.config.cache)
+        says after the first pass (for evaluating the VQ-VAE after every epoch): the same pipeline every call."""
+        if name not in self._batches:
+            self._batches[name] = make_dataset(self.split(name), self.config.image_size, self.config.batch_size,
+                                               cache=self.config.cache)
+        return self._batches[name]
 
     def training_batches(self) -> tf.data.Dataset:
-        """The training split, permuted and shuffled by the run's seed, for fitting the VQ-VAE."""
+        """The training split, permuted and shuffled by the run's seed, for fitting the VQ-VAE: a new pipeline each
+        call (its shuffle starts afresh)."""
         return make_dataset(self.slices.train, self.config.image_size, self.config.batch_size, training=True,
                             seed=self.config.seed, cache=self.config.cache)
 

@@ -10,6 +10,7 @@ scoring of the drawn slices against real ones is `keras_vqvae.training.scoring`.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -82,6 +83,13 @@ class VQVAEStage:
     def __init__(self, config: TrainConfig, run: RunFolder, splits: RunSplits, verbose):
         self.config, self.run, self.splits, self.verbose = config, run, splits, verbose
 
+    @functools.cached_property
+    def training_batches(self):
+        """The training split as the VQ-VAE learns it (`RunSplits.training_batches`), made on first use: the data's
+        variance and every epoch read this one pipeline, so its decoded slices are kept (as `config.cache` says)
+        once, and its shuffle goes on from one reading to the next."""
+        return self.splits.training_batches()
+
     @property
     def fresh(self) -> bool:
         """Whether no epoch of the VQ-VAE is kept yet (so it is built anew, and needs the data's variance)."""
@@ -97,7 +105,7 @@ class VQVAEStage:
             keras.utils.set_random_seed(config.seed)
             return build_vqvae(config, data_variance, steps_per_epoch)
 
-        return fit_resumably(build, self.run.checkpoints(VQVAE_STAGE), config.epochs, self.splits.training_batches(),
+        return fit_resumably(build, self.run.checkpoints(VQVAE_STAGE), config.epochs, self.training_batches,
                              self.splits.batches("validate"), self.run.logs(VQVAE_STAGE), self.verbose,
                              jit_compile=config.jit_compile)
 
@@ -131,6 +139,7 @@ class VQVAEStage:
 
     def __call__(self, data_variance: float | None) -> tuple[VQVAE, dict]:
         model, history = self.fit(data_variance)
+        vars(self).pop("training_batches", None)  # let its cache go: the prior stage holds the split once, as images
         return model, self.write(model, history)
 
 
@@ -151,7 +160,7 @@ class PriorStage:
                  verbose):
         self.config, self.run, self.kind, self.splits, self.vqvae, self.verbose = (config, run, kind, splits, vqvae,
                                                                                      verbose)
-        self.vqvae_epochs = run.checkpoints(VQVAE_STAGE).epochs()
+        self.vqvae_epochs = run.vqvae_epochs()
         self.codes = self._code_maps()
         automatic = (config.condition == "auto" and splits.slices.carry_positions
                      and config.strategy != "multi-worker")  # see TrainConfig
