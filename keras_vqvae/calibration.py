@@ -88,14 +88,16 @@ def run_calibration(run, prior_name: str, prior: keras.Model, percentile: float 
         print(f"note: {run.anomaly_path(prior_name)} is {problem}, so the threshold is calibrated again on the "
               f"run's validation code maps")
     kept = run.read_codes(run.vqvae_epochs())
-    if kept is None or "validate" not in kept.positions:
-        raise InputError(f"the run's code maps ({run.codes_path}) are missing, damaged or from an older VQ-VAE, so "
-                         f"the anomaly threshold cannot be calibrated: make them again with python -m "
-                         f"keras_vqvae.train --run-dir {run.path} --stage prior --prior {prior_name}")
+    conditional = bool(prior.num_classes)
+    if kept is None or (conditional and "validate" not in kept.positions):  # older code maps lack the positions
+        raise InputError(f"the run's code maps ({run.codes_path}) are missing, damaged, from an older VQ-VAE or "
+                         f"without their slice positions, so the anomaly threshold cannot be calibrated: make them "
+                         f"again with python -m keras_vqvae.train --run-dir {run.path} --stage prior --prior "
+                         f"{prior_name}")
     if verbose:
         print(f"calibrating the anomaly threshold at percentile {percentile:g} on the run's validation code maps "
               f"(kept in {run.anomaly_path(prior_name)})")
-    positions = kept.positions["validate"] if prior.num_classes else None
+    positions = kept.positions["validate"] if conditional else None
     calibration = calibrate_threshold(prior, kept.codes["validate"], positions, percentile)
     run.write_anomaly_calibration(prior_name, calibration)
     return calibration

@@ -130,7 +130,7 @@ def test_a_damaged_calibration_without_code_maps_says_how_to_make_them(run_copy,
     (run_copy / "codes.npz").unlink()
     assert export.main([str(run_copy), "--prior", "pixelcnn", "--out", str(run_copy / "exported")]) == 2
     error = capsys.readouterr().err
-    assert "codes.npz) are missing, damaged or from an older VQ-VAE" in error
+    assert "codes.npz) are missing, damaged, from an older VQ-VAE or without their slice positions" in error
     assert f"--run-dir {run_copy} --stage prior --prior pixelcnn" in error and not (run_copy / "exported").exists()
 
 
