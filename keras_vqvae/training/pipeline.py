@@ -65,7 +65,7 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
             return results
         kind = PRIOR_KINDS[config.prior]
         with _reporting_divergence(config, run, kind.name):
-            _, results[kind.name], generation = PriorStage(config, run, kind, splits, vqvae, verbose)()
+            results[kind.name], generation = PriorStage(config, run, kind, splits, vqvae, verbose)()
     prior_results = results[kind.name]
     prior_results["generation"].update(scoring.score_generation(splits, generation, config.seed, verbose))
     scoring.plot_samples(kind, run, generation, prior_results["test"], prior_results["generation"])

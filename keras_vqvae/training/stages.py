@@ -138,6 +138,7 @@ class VQVAEStage:
                                   f"{num_embeddings} codes used, perplexity {test_metrics['perplexity']:.1f}")
 
     def __call__(self, data_variance: float | None) -> tuple[VQVAE, dict]:
+        """Fits and writes: the trained VQ-VAE and its results."""
         model, history = self.fit(data_variance)
         vars(self).pop("training_batches", None)  # let its cache go: the prior stage holds the split once, as images
         return model, self.write(model, history)
@@ -233,10 +234,11 @@ class PriorStage:
                               verbose=progress(self.verbose))
         return generation, time.perf_counter() - started
 
-    def __call__(self) -> tuple[keras.Model, dict, Generation]:
+    def __call__(self) -> tuple[dict, Generation]:
+        """Fits, writes and generates: the prior's results, and its generated slices."""
         model, history = self.fit()
         results = self.write(model, history)
         generation, seconds = self.generate(model)
         results["generation"] = {"temperature": self.config.temperature, "sampling_seconds": round(seconds, 1)}
         plots.plot_history(history, self.run.plots / f"{self.kind.name}_loss.png")
-        return model, results, generation
+        return results, generation
