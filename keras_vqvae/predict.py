@@ -24,7 +24,7 @@ from keras_vqvae.priors import PRIOR_KINDS
 from keras_vqvae.priors.generation import generate
 from keras_vqvae.priors.sampler import check_sampling_arguments
 from keras_vqvae import plots
-from keras_vqvae.training.run_folder import RunFolder
+from keras_vqvae.training.run_folder import VQVAE_STAGE, RunFolder
 
 SAMPLER_NAMES = list(dict.fromkeys(sampler.name for kind in PRIOR_KINDS.values() for sampler in kind.samplers))
 
@@ -64,6 +64,7 @@ def _current_prior(run: RunFolder) -> str:
     if not run.is_run():
         raise InputError(f"{run.path} is not a run folder made by keras_vqvae.train (it has no {run.CONFIG_FILE}): "
                          f"give the RUN_DIR of a training run")
+    run.check_model(VQVAE_STAGE)  # a missing VQ-VAE is the first thing to say
     prior = run.current_prior()
     if prior is None:
         raise InputError(f"{run.path} holds no prior trained on its VQ-VAE: train one with python -m "

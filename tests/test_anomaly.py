@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from keras_vqvae.metrics.detection import auprc, auroc, best_dice, detection_met
 from keras_vqvae.priors import PRIOR_KINDS, CodeTransformer, GatedPixelCNN, Sampler, make_sampler
 from keras_vqvae.priors.sampler import sample_seeds
 from keras_vqvae.savedmodel import export_run
+from keras_vqvae import plots
 from keras_vqvae.training import RunFolder
 
 GRID = (4, 5)
@@ -262,19 +264,28 @@ def test_the_metrics_give_the_answers_worked_out_by_hand():
 
 
 def brute_force_auprc_and_dice(scores, truth):
-    """Average precision and best Dice by trying every distinct score as a threshold, one at a time."""
-    average_precision, last_recall, dice = 0.0, 0.0, 0.0
-    for threshold in sorted(set(scores.tolist()), reverse=True):
-        marked = scores >= threshold
-        true_positives = np.sum(marked & truth)
-        recall = true_positives / truth.sum()
-        average_precision += (recall - last_recall) * true_positives / marked.sum()
-        last_recall = recall
-        dice = max(dice, 2 * true_positives / (marked.sum() + truth.sum()))
+    """Average precision and best Dice by trying every distinct score as a threshold: at each, the pixels marked
+    (scores >= threshold) and the lesion pixels among them, counted by binary search in the sorted scores."""
+    thresholds = np.unique(scores)[::-1]  # highest first
+    marked = scores.size - np.searchsorted(np.sort(scores), thresholds, side="left")
+    true_positives = truth.sum() - np.searchsorted(np.sort(scores[truth]), thresholds, side="left")
+    recall = true_positives / truth.sum()
+    average_precision = np.sum(np.diff(np.r_[0.0, recall]) * true_positives / marked)
+    dice = np.max(2 * true_positives / (marked + truth.sum()))
     return average_precision, dice
 
 
 # --- the command -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def from_the_function(trained_run, models, lesions):
+    """The lesioned slices at the model's size (n, S, S, 1), their positions and file names, and their anomaly maps
+    made by `anomaly_maps` as the command makes them (the run's threshold, 2 draws)."""
+    config, vqvae, prior = models
+    images, positions, names = model_images(lesions[0], config.image_size)
+    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")[0]["threshold"]
+    return images, positions, names, anomaly_maps(vqvae, prior, images, threshold, positions, AnomalySettings(draws=2))
+
 
 @pytest.fixture(scope="module")
 def detected(trained_run, lesions, tmp_path_factory):
@@ -284,7 +295,8 @@ def detected(trained_run, lesions, tmp_path_factory):
     return out
 
 
-def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected, lesions):
+def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected, lesions, from_the_function,
+                                                                      tmp_path):
     names = sorted(path.name for path in lesions[0].iterdir())
     assert sorted(path.name for path in (detected / "overlays").iterdir()) == names
     maps = np.load(detected / "maps.npz")
@@ -292,8 +304,27 @@ def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected,
     assert all(maps[name].shape == (256, 256) and maps[name].dtype == np.float32 for name in names)
     with open(detected / "scores.csv") as file:
         rows = list(csv.DictReader(file))
-    assert [row["file"] for row in rows] == names and all(float(row["score"]) >= 0 for row in rows)
-    assert (detected / "summary.png").stat().st_size > 0
+    assert [row["file"] for row in rows] == names
+    # a slice's score: the mean of the highest 1% (at least one) of its map's values inside its eroded brain
+    images, _, names, result = from_the_function
+    brain = window_extreme((images[..., 0] > 0.5 / 255).astype(float), 5, np.min, fill=1.0) > 0  # (n, S, S)
+    expected = [np.sort(m[inside])[::-1][:max(1, math.ceil(0.01 * inside.sum()))].mean()
+                for m, inside in zip(result.maps, brain)]
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5)  # written to 6 digits
+    assert np.count_nonzero(expected) > 0  # some slices had codes redrawn: not only empty maps
+    # the summary: the 8 highest-scoring slices with their maps on one colour scale, and a histogram of the scores
+    with Image.open(detected / "summary.png") as picture:
+        assert picture.format == "PNG" and picture.width == 860  # 8.6 inches at 100 dpi
+        summary = np.asarray(picture.convert("RGB")).astype(int)
+    again = tmp_path / "summary.png"
+    plots.plot_anomaly_summary(images[..., 0], result.maps, result.scores, names,
+                               max(float(np.percentile(result.maps, 99.9)), 1e-6), again,
+                               f"the 8 highest-scoring of 32 slices of {lesions[0]} (pixelcnn prior, threshold "
+                               f"{result.threshold:.2f} bits)")
+    np.testing.assert_array_equal(summary, np.asarray(Image.open(again).convert("RGB")).astype(int))
+    coloured = summary.max(axis=-1) - summary.min(axis=-1) > 60  # not grey: a map over a slice, or a histogram bar
+    assert coloured[:summary.shape[0] // 2, :summary.shape[1] // 3].sum() > 100  # the first slice's map, top left
+    assert coloured[2 * summary.shape[0] // 3:].sum() > 100  # the histogram's bars, below them
     metrics = json.loads((detected / "metrics.json").read_text())
     assert set(metrics["healed"]) == set(metrics["reconstruction"]) == {"auprc", "best_dice", "best_dice_threshold",
                                                                        "slice_auroc"}
@@ -315,12 +346,12 @@ def test_the_commands_metrics_equal_an_independent_computation(detected, lesions
     assert metrics["healed"]["slice_auroc"] == pytest.approx(np.mean(pairs), abs=1e-5)  # scores.csv keeps 6 digits
 
 
-def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained_run, models, lesions, detected,
-                                                                         tmp_path):
+@pytest.mark.slow
+def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained_run, models, from_the_function,
+                                                                         detected, tmp_path):
     config, vqvae, prior = models
-    images, positions, names = model_images(lesions[0], config.image_size)
-    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")[0]["threshold"]
-    result = anomaly_maps(vqvae, prior, images, threshold, positions, AnomalySettings(draws=2))
+    images, positions, names, result = from_the_function
+    threshold = result.threshold
     from_command = np.load(detected / "maps.npz")
     for index, name in enumerate(names):
         np.testing.assert_allclose(from_command[name], to_input_size(result.maps[index:index + 1], 256, 256)[0],

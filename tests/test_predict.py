@@ -20,7 +20,8 @@ def run(trained_run):
 
 def test_samples_are_written_as_pngs_with_their_codes_and_a_grid(run, tmp_path):
     out = tmp_path / "samples"
-    assert predict.main([str(run), "--num-samples", "3", "--condition", "5", "--out", str(out), "--quiet"]) == 0
+    assert predict.main([str(run), "--prior", "pixelcnn", "--num-samples", "3", "--condition", "5", "--out", str(out),
+                         "--quiet"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["codes.npy", "grid.png", "sample_000.png", "sample_001.png", "sample_002.png"]
     image = Image.open(out / "sample_000.png")
@@ -33,8 +34,8 @@ def test_every_sampler_gives_the_same_slices_for_the_same_seed(run, tmp_path):
     images = {}
     for sampler in ("reference", "cached"):
         out = tmp_path / sampler
-        assert predict.main([str(run), "--num-samples", "2", "--seed", "4", "--sampler", sampler, "--condition", "1",
-                             "--out", str(out), "--quiet"]) == 0
+        assert predict.main([str(run), "--prior", "pixelcnn", "--num-samples", "2", "--seed", "4", "--sampler", sampler,
+                             "--condition", "1", "--out", str(out), "--quiet"]) == 0
         images[sampler] = [np.asarray(Image.open(out / f"sample_{i:03d}.png")) for i in range(2)]
     np.testing.assert_array_equal(images["reference"], images["cached"])
 
@@ -88,7 +89,7 @@ def test_a_folder_of_slices_is_reconstructed_and_scored(run, tmp_path, subject_s
 
 @pytest.mark.parametrize("arguments, message", [
     (["--num-samples", "0"], "error: the number of samples must be a positive whole number, got 0"),
-    (["--condition", "32"], "error: condition 32 is out of range: this prior knows conditions 0 to 31"),
+    (["--prior", "pixelcnn", "--condition", "32"], "error: condition 32 is out of range: this prior knows conditions 0 to 31"),
     (["--temperature", "-1"], "error: the temperature must be positive, got -1.0"),
     (["--batch-size", "0"], "error: --batch-size 0 is out of range"),
     (["--prior", "dcgan", "--sampler", "cached"], "error: --sampler cached is not a sampler of the dcgan prior, whose "

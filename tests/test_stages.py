@@ -21,15 +21,15 @@ from keras_vqvae.priors.generation import generate
 from keras_vqvae.training import splits as run_splits
 from keras_vqvae.training.run_folder import RunFolder
 from keras_vqvae.training.splits import RunSplits
-from conftest import TINY
+from conftest import TINY, copy_run
 
-QUICK = [*TINY, "--epochs", "1", "--judge-epochs", "1", "--no-export"]
+QUICK = [*TINY, "--epochs", "1"]
 
 
 @pytest.fixture
 def run_copy(trained_run, tmp_path):
     """A copy of the session's tiny finished run (PixelCNN conditioned on positions, then a DCGAN), to write into."""
-    return shutil.copytree(trained_run, tmp_path / "run")
+    return copy_run(trained_run, tmp_path)
 
 
 def _tiny_models(conditional: bool = True):

@@ -67,7 +67,8 @@ def train(config: TrainConfig, stage: str = "all", verbose: int | str = "auto") 
         with _reporting_divergence(config, run, kind.name):
             results[kind.name], generation = PriorStage(config, run, kind, splits, vqvae, verbose)()
     prior_results = results[kind.name]
-    prior_results["generation"].update(scoring.score_generation(splits, generation, config.seed, verbose))
+    prior_results["generation"] = {**scoring.score_generation(splits, generation, config.seed, verbose),
+                                   **prior_results["generation"]}  # the figures first, then how they were drawn
     scoring.plot_samples(kind, run, generation, prior_results["test"], prior_results["generation"])
     run.write_metrics(results)
     # The judge, trained when it is first needed, outside the strategy: a metric's network, on one device, in
@@ -123,9 +124,9 @@ def _reporting_divergence(config: TrainConfig, run: RunFolder, stage: str):
         yield
     except Diverged as diverged:
         model = "the VQ-VAE" if stage == VQVAE_STAGE else f"the {stage} prior"
-        name = "learning_rate" if stage == VQVAE_STAGE else f"{stage}_learning_rate"
-        lower = (f"a lower {flag(name)} (now {shown(getattr(config, name))})" if hasattr(config, name)
-                 else "a lower learning rate")
+        settings, prefix = (config, "") if stage == VQVAE_STAGE else (getattr(config, stage), stage)
+        lower = (f"a lower {flag('learning_rate', prefix)} (now {shown(settings.learning_rate)})"
+                 if hasattr(settings, "learning_rate") else "a lower learning rate")
         happened = f"training {model} diverged: its {diverged}"
         if diverged.epoch == 1:
             raise InputError(f"{happened}, before any epoch was kept: run again with {lower}") from None
