@@ -1,6 +1,11 @@
-"""Shared fixtures: small folders of slices written the way users have them, and a tiny finished training run."""
+"""Shared fixtures: small folders of slices written the way users have them, and tiny training runs, each trained once
+per session. A test reads a session's run as it is, or copies it (`copy_run`) before writing into it."""
 
 from __future__ import annotations
+
+import contextlib
+import io
+import shutil
 
 import numpy as np
 import pytest
@@ -9,11 +14,14 @@ from PIL import Image
 from keras_vqvae import train
 from keras_vqvae.data.synthetic import make_subject
 
-TINY = ["--synthetic-subjects", "3,1,1", "--image-size", "32", "--channels", "8", "--residual-blocks", "1",
-        "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3",
-        "--pixelcnn-filters", "8", "--pixelcnn-layers", "2", "--pixelcnn-kernel-size", "3", "--pixelcnn-epochs", "1",
-        "--dcgan-filters", "4", "--dcgan-noise-dim", "8", "--dcgan-batch-size", "16", "--dcgan-epochs", "1",
-        "--num-generated", "4", "--judge-subjects", "1"]
+# Tiny models on 3 + 1 + 1 virtual subjects at 32 x 32, each prior trained for one epoch.
+TINY_MODELS = ["--synthetic-subjects", "3,1,1", "--image-size", "32", "--channels", "8", "--residual-blocks", "1",
+               "--num-embeddings", "16", "--embedding-dim", "4", "--batch-size", "16", "--dead-code-steps", "3",
+               "--pixelcnn-filters", "8", "--pixelcnn-layers", "2", "--pixelcnn-kernel-size", "3",
+               "--pixelcnn-epochs", "1", "--dcgan-filters", "4", "--dcgan-noise-dim", "8", "--dcgan-batch-size", "16",
+               "--dcgan-epochs", "1", "--num-generated", "4", "--judge-subjects", "1"]
+TINY_EXPORTING = [*TINY_MODELS, "--judge-epochs", "1"]  # a judge of one epoch: quick, and unsure
+TINY = [*TINY_EXPORTING, "--no-export"]  # the SavedModel left out: a test of the export takes TINY_EXPORTING
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +39,38 @@ def write_slices(folder, pixels: np.ndarray, case_ids, name="case_{case:03d}_sli
     return folder
 
 
+def copy_run(run, tmp_path):
+    """A copy of the session's run folder `run` in tmp_path/run (files keep their times), to write into."""
+    return shutil.copytree(run, tmp_path / "run")
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A tiny finished run: VQ-VAE, a PixelCNN conditioned on the slice position, and a DCGAN. Read it, never write
-    into it."""
+    """A tiny finished run: VQ-VAE, a PixelCNN conditioned on the slice position, and a DCGAN trained last; no
+    SavedModel. Read it, or copy it before writing into it."""
     folder = tmp_path_factory.mktemp("trained") / "run"
     assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder)]) == 0
     assert train.main([*TINY, "--epochs", "1", "--run-dir", str(folder), "--stage", "prior", "--prior", "dcgan"]) == 0
     return folder
+
+
+@pytest.fixture(scope="session")
+def vqvae_run(tmp_path_factory):
+    """A tiny VQ-VAE trained for two epochs, no prior: copy it before writing into it."""
+    folder = tmp_path_factory.mktemp("vqvae") / "run"
+    assert train.main([*TINY, "--stage", "vqvae", "--epochs", "2", "--run-dir", str(folder), "--quiet"]) == 0
+    return folder
+
+
+FINISHED_RUN = [*TINY_MODELS, "--epochs", "2", "--pixelcnn-epochs", "2"]  # the default judge; and --run-dir
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> tuple:
+    """The whole train command once: a VQ-VAE and a PixelCNN of two epochs each (made with FINISHED_RUN), judged
+    and exported. (run folder, what the command printed): copy the folder before writing into it."""
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert train.main([*FINISHED_RUN, "--run-dir", str(folder)]) == 0
+    return folder, printed.getvalue()

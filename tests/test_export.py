@@ -56,6 +56,13 @@ def exported(trained_run, tmp_path_factory):
     return vqvae, prior, out
 
 
+@pytest.fixture(scope="module")
+def loaded(exported):
+    """The exported SavedModel, loaded once for the tests that only call it."""
+    return tf.saved_model.load(str(exported[2]))
+
+
+@pytest.mark.slow
 def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(exported, trained_run, tmp_path):
     vqvae, prior, folder = exported
     rng = np.random.default_rng(0)
@@ -90,13 +97,13 @@ def test_a_fresh_process_without_keras_vqvae_gets_the_keras_models_outputs(expor
     np.testing.assert_allclose(got["anomaly"], expected.maps, atol=1e-6)
 
 
-def test_the_saved_model_samples_any_position_as_the_prior_does(exported):
-    _, prior, folder = exported
-    model = tf.saved_model.load(str(folder))
-    np.testing.assert_array_equal(model.sample(3, 2, 1.0, ANY_POSITION)["indices"],
-                                  CachedSampler(prior).sample(3, seed=2, condition=ANY_POSITION))
+@pytest.mark.slow
+def test_the_saved_model_samples_any_position_as_the_prior_does(exported, loaded):
+    np.testing.assert_array_equal(loaded.sample(3, 2, 1.0, ANY_POSITION)["indices"],
+                                  CachedSampler(exported[1]).sample(3, seed=2, condition=ANY_POSITION))
 
 
+@pytest.mark.slow
 def test_the_dcgan_exports_its_sampling_too(trained_run, tmp_path):
     out = tmp_path / "dcgan_model"
     assert export.main([str(trained_run), "--out", str(out), "--prior", "dcgan"]) == 0
@@ -106,6 +113,7 @@ def test_the_dcgan_exports_its_sampling_too(trained_run, tmp_path):
     np.testing.assert_array_equal(model.sample(3, 7, 0.5)["indices"], NoiseSampler(dcgan).sample(3, 7, 0.5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prior", ["pixelcnn", "dcgan"])
 def test_predict_and_the_saved_model_give_the_same_slices_for_a_seed_whatever_the_batch_size(trained_run, tmp_path,
                                                                                                 prior):
@@ -122,12 +130,12 @@ def test_predict_and_the_saved_model_give_the_same_slices_for_a_seed_whatever_th
         np.testing.assert_array_equal(pngs, np.round(sampled["images"].numpy()[..., 0] * 255))
 
 
-def test_export_without_prior_exports_the_prior_train_exported(trained_run, tmp_path, capsys):
-    """The tiny run trained its DCGAN last: train exported that, and so does export."""
+@pytest.mark.slow
+def test_export_without_prior_exports_the_prior_trained_last(trained_run, tmp_path, capsys):
+    """The tiny run trained its DCGAN last: export exports that, as train does (tests/test_train.py)."""
     assert RunFolder(trained_run).read_config().prior == "dcgan"
     assert export.main([str(trained_run), "--out", str(tmp_path / "saved_model")]) == 0
     assert "with a dcgan prior over its codes" in (tmp_path / "saved_model" / "README.md").read_text()
-    assert "with a dcgan prior over its codes" in (trained_run / "saved_model" / "README.md").read_text()
 
 
 def test_an_export_without_a_prior_has_no_sample_endpoint(trained_run, tmp_path):
@@ -138,6 +146,7 @@ def test_an_export_without_a_prior_has_no_sample_endpoint(trained_run, tmp_path)
                                                                        "reconstruct"}
 
 
+@pytest.mark.slow
 def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trained_run):
     card = (exported[2] / "README.md").read_text()
     metrics = json.loads((trained_run / "metrics.json").read_text())
@@ -155,6 +164,7 @@ def test_the_model_card_says_what_was_measured_and_how_to_rebuild(exported, trai
     assert 'model.anomaly(images)["maps"]' in card  # the PixelCNN scores codes
 
 
+@pytest.mark.slow
 def test_the_model_cards_first_example_runs_as_written_and_the_one_liner_it_warns_of_fails(exported):
     """In a fresh Python: the card's "Load it" code, then the one-liner, which TensorFlow cannot run (the loaded
     object, freed at once, takes the variables with it). Should TensorFlow learn to, the warning can go."""
@@ -174,6 +184,7 @@ def test_the_model_cards_first_example_runs_as_written_and_the_one_liner_it_warn
     assert "`tf.saved_model.load(\"saved_model\").sample(8, 0)` in one expression fails" in card
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("call, message", [
     (lambda m: m.encode(np.zeros((2, SIZE, SIZE), np.float32)), "expected_images_of_shape_batch_32_32_1"),
     (lambda m: m.encode(np.zeros((1, 16, 16, 1), np.float32)), "expected_images_of_shape_batch_32_32_1"),
@@ -194,10 +205,9 @@ def test_the_model_cards_first_example_runs_as_written_and_the_one_liner_it_warn
     (lambda m: m.anomaly(np.zeros((2, SIZE, SIZE, 1), np.float32), -1), "seed must lie in [0, 2147483647]"),
     (lambda m: m.anomaly(np.zeros((1, 16, 16, 1), np.float32)), "expected_images_of_shape_batch_32_32_1"),
 ])
-def test_bad_inputs_to_the_endpoints_say_what_was_expected(exported, call, message):
-    model = tf.saved_model.load(str(exported[2]))
+def test_bad_inputs_to_the_endpoints_say_what_was_expected(loaded, call, message):
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)) as error:
-        call(model)
+        call(loaded)
     assert message in str(error.value)
 
 
@@ -213,6 +223,7 @@ def test_export_names_a_missing_run_or_prior(tmp_path, capsys):
     assert "is not a run folder made by keras_vqvae.train" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_repositorys_demo_model_loads_and_samples_brain_slices():
     folder = Path(__file__).resolve().parents[1] / "saved_model"
     model = tf.saved_model.load(str(folder))

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import TINY, write_slices
+from conftest import FINISHED_RUN, TINY, TINY_EXPORTING, copy_run, write_slices
 from keras_vqvae import export, predict, train
 from keras_vqvae.priors import PRIOR_KINDS
 from keras_vqvae.training import RunFolder, TrainConfig
@@ -54,12 +54,13 @@ class PoisonAtEpoch(keras.callbacks.Callback):
 
 # --- 1. divergence -----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_diverging_vqvae_stops_at_once_with_one_line_exports_nothing_and_the_folder_takes_a_lower_rate(tmp_path):
     run = tmp_path / "run"
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.run([sys.executable, "-m", "keras_vqvae.train", *TINY, "--epochs", "2", "--learning-rate",
-                              "1e6", "--run-dir", str(run)], env=environment, capture_output=True, text=True,
-                             timeout=300)
+    process = subprocess.run([sys.executable, "-m", "keras_vqvae.train", *TINY_EXPORTING, "--epochs", "2",
+                              "--learning-rate", "1e6", "--run-dir", str(run)], env=environment, capture_output=True,
+                             text=True, timeout=300)
     assert process.returncode == 2 and "Traceback" not in process.stderr
     errors = [line for line in process.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: training the VQ-VAE diverged: its loss became ")
@@ -69,12 +70,14 @@ def test_a_diverging_vqvae_stops_at_once_with_one_line_exports_nothing_and_the_f
     assert train.main([*TINY, "--stage", "vqvae", "--epochs", "1", "--run-dir", str(run), "--quiet"]) == 0
 
 
-def test_a_diverging_prior_keeps_its_last_good_checkpoint_and_resumes_from_it(tmp_path, capsys, monkeypatch):
-    run = tmp_path / "run"
-    flags = [*TINY, "--epochs", "1", "--pixelcnn-epochs", "3", "--run-dir", str(run), "--quiet"]
+@pytest.mark.slow
+def test_a_diverging_prior_keeps_its_last_good_checkpoint_and_resumes_from_it(vqvae_run, tmp_path, capsys,
+                                                                              monkeypatch):
+    run = copy_run(vqvae_run, tmp_path)  # its VQ-VAE of 2 epochs done
+    flags = ["--epochs", "2", "--pixelcnn-epochs", "3", "--run-dir", str(run), "--quiet"]
     kind = PRIOR_KINDS["pixelcnn"]
     monkeypatch.setitem(PRIOR_KINDS, "pixelcnn", dataclasses.replace(kind, callbacks=lambda _: [PoisonAtEpoch(2)]))
-    err = one_line_error(capsys, train.main, flags)
+    err = one_line_error(capsys, train.main, [*TINY_EXPORTING, *flags])  # it would export, had it finished
     checkpoints = run / "pixelcnn_checkpoints"
     assert err == (f"error: training the pixelcnn prior diverged: its loss became nan in epoch 2, step 1; its "
                    f"checkpoint after epoch 1 is kept in {checkpoints} and the same command resumes from it, or give "
@@ -84,7 +87,7 @@ def test_a_diverging_prior_keeps_its_last_good_checkpoint_and_resumes_from_it(tm
     assert (run / "vqvae.keras").exists()  # the VQ-VAE stage before it is whole
 
     monkeypatch.setitem(PRIOR_KINDS, "pixelcnn", kind)
-    assert train.main(flags) == 0
+    assert train.main([*TINY, *flags]) == 0
     assert f"resuming {checkpoints} after epoch 1 of 3" in capsys.readouterr().out
     assert json.loads((checkpoints / "state.json").read_text())["epoch"] == 3
 
@@ -118,17 +121,9 @@ def test_non_finite_settings_are_refused(tmp_path, capsys, arguments, message):
 
 # --- 2. damaged run files ----------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def vqvae_run(tmp_path_factory):
-    """A VQ-VAE trained for two epochs: copy it before damaging it."""
-    run = tmp_path_factory.mktemp("vqvae") / "run"
-    assert train.main([*TINY, "--stage", "vqvae", "--epochs", "2", "--run-dir", str(run), "--quiet"]) == 0
-    return run
-
-
+@pytest.mark.slow
 def test_a_kill_while_the_newest_checkpoint_was_written_resumes_from_the_one_before(vqvae_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(vqvae_run, run)
+    run = copy_run(vqvae_run, tmp_path)
     checkpoints = run / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("*.keras")) == ["epoch_001.keras", "epoch_002.keras"]
     before = json.loads((checkpoints / "state.json").read_text())
@@ -163,9 +158,9 @@ def test_a_checkpoint_is_complete_under_its_name_or_absent(tmp_path, monkeypatch
                                                           "state_copy.json"]
 
 
+@pytest.mark.slow
 def test_a_damaged_state_file_is_replaced_by_its_copy_and_training_resumes(vqvae_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(vqvae_run, run)
+    run = copy_run(vqvae_run, tmp_path)
     state = run / "checkpoints" / "state.json"
     before = json.loads(state.read_text())
     truncate(state)
@@ -182,8 +177,7 @@ def test_a_damaged_state_file_is_replaced_by_its_copy_and_training_resumes(vqvae
 @pytest.mark.parametrize("copy_damage, problem", [(truncate, "JSONDecodeError"), (Path.unlink, "FileNotFoundError")])
 def test_a_damaged_state_file_without_an_intact_copy_is_named_before_any_work(vqvae_run, tmp_path, capsys,
                                                                               copy_damage, problem):
-    run = tmp_path / "run"
-    shutil.copytree(vqvae_run, run)
+    run = copy_run(vqvae_run, tmp_path)
     state = run / "checkpoints" / "state.json"
     truncate(state)
     copy_damage(run / "checkpoints" / "state_copy.json")  # or a run folder from before the copy was kept
@@ -194,8 +188,7 @@ def test_a_damaged_state_file_without_an_intact_copy_is_named_before_any_work(vq
 
 
 def test_no_intact_checkpoint_is_named_with_what_to_do(vqvae_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(vqvae_run, run)
+    run = copy_run(vqvae_run, tmp_path)
     for name in ("epoch_001.keras", "epoch_002.keras"):
         truncate(run / "checkpoints" / name)
     err = one_line_error(capsys, train.main, [*TINY, "--stage", "vqvae", "--epochs", "3", "--run-dir", str(run)])
@@ -205,8 +198,7 @@ def test_no_intact_checkpoint_is_named_with_what_to_do(vqvae_run, tmp_path, caps
 
 
 def test_a_damaged_model_file_is_named_by_every_command(trained_run, tmp_path, capsys, subject_slices):
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    run = copy_run(trained_run, tmp_path)
     truncate(run / "vqvae.keras")
     mine = write_slices(tmp_path / "mine", subject_slices[:1], [1])
     for main, arguments in [(predict.main, [str(run), "--out", str(tmp_path / "samples")]),
@@ -226,8 +218,7 @@ def test_a_damaged_model_file_is_named_by_every_command(trained_run, tmp_path, c
 
 
 def test_a_damaged_configuration_is_named(trained_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    run = copy_run(trained_run, tmp_path)
     truncate(run / "config.json")
     err = one_line_error(capsys, export.main, [str(run), "--out", str(tmp_path / "saved_model")])
     assert err.startswith(f"error: {run / 'config.json'} is damaged (") and "restore it" in err
@@ -235,6 +226,7 @@ def test_a_damaged_configuration_is_named(trained_run, tmp_path, capsys):
 
 # --- 4. a failed start leaves nothing in the way -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_failed_start_writes_nothing_so_the_corrected_command_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default run folder, runs/vqvae
     err = one_line_error(capsys, train.main, [*TINY, "--data", "a/typo"])
@@ -244,6 +236,7 @@ def test_a_failed_start_writes_nothing_so_the_corrected_command_runs(tmp_path, c
     assert RunFolder("runs/vqvae").read_config().data is None
 
 
+@pytest.mark.slow
 def test_a_folder_holding_only_the_configuration_of_an_unfinished_start_is_not_protected(tmp_path):
     run = tmp_path / "run"
     RunFolder(run).write_config(TrainConfig(run_dir=str(run), channels=16, data="a/typo"))
@@ -310,10 +303,12 @@ def test_a_symbolic_link_loop_is_named_as_one(tmp_path, capsys):
 
 # --- 6. finished runs --------------------------------------------------------------------------------------------
 
-def test_a_finished_run_refuses_fewer_epochs_and_a_vqvae_rerun_keeps_the_prior_in_its_export(tmp_path, capsys):
-    run = tmp_path / "run"
-    flags = [*TINY, "--epochs", "2", "--pixelcnn-epochs", "2", "--run-dir", str(run), "--quiet"]
-    assert train.main(flags) == 0
+@pytest.mark.slow
+def test_a_finished_run_refuses_fewer_epochs_and_a_vqvae_rerun_keeps_the_prior_in_its_export(finished_run, tmp_path,
+                                                                                              capsys):
+    run = copy_run(finished_run[0], tmp_path)
+    shutil.rmtree(run / "saved_model")  # the rerun's export is made anew
+    flags = [*FINISHED_RUN, "--run-dir", str(run), "--quiet"]
     config = (run / "config.json").read_text()
     err = one_line_error(capsys, train.main, [*flags, "--epochs", "1"])
     assert err == (f"error: {run} holds a VQ-VAE trained for 2 epochs, more than --epochs 1: give --epochs 2 to use "
@@ -328,13 +323,13 @@ def test_a_finished_run_refuses_fewer_epochs_and_a_vqvae_rerun_keeps_the_prior_i
     assert RunFolder(run).read_config().prior == "pixelcnn"
 
 
+@pytest.mark.slow
 def test_a_prior_trained_on_an_earlier_vqvae_is_left_out_of_the_export_with_a_note(vqvae_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(vqvae_run, run)
-    flags = [*TINY, "--pixelcnn-epochs", "1", "--run-dir", str(run), "--quiet"]
-    assert train.main([*flags, "--epochs", "2", "--stage", "prior"]) == 0
+    run = copy_run(vqvae_run, tmp_path)
+    flags = ["--pixelcnn-epochs", "1", "--run-dir", str(run), "--quiet"]
+    assert train.main([*TINY, *flags, "--epochs", "2", "--stage", "prior"]) == 0
     capsys.readouterr()
-    assert train.main([*flags, "--epochs", "3", "--stage", "vqvae"]) == 0
+    assert train.main([*TINY_EXPORTING, *flags, "--epochs", "3", "--stage", "vqvae"]) == 0
     out = capsys.readouterr().out
     assert "exported the VQ-VAE as a SavedModel" in out
     assert ("note: the run's pixelcnn prior was trained on an earlier VQ-VAE: train it again with --stage prior "
@@ -343,6 +338,7 @@ def test_a_prior_trained_on_an_earlier_vqvae_is_left_out_of_the_export_with_a_no
 
 # --- 7. what bites on real data ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_dir_given_with_a_tilde_on_data_whose_test_split_lacks_a_position(tmp_path, capsys, monkeypatch,
                                                                              subject_slices):
     # --run-dir=~/x reaches the command with its ~; the test split holds no slice of position 7, which the others have
@@ -350,7 +346,7 @@ def test_a_run_dir_given_with_a_tilde_on_data_whose_test_split_lacks_a_position(
     data = tmp_path / "data"
     for split, cases in (("train", [1, 2, 3]), ("validate", [4]), ("test", [5])):
         write_slices(data / f"keras_png_slices_{split}", subject_slices[:7 if split == "test" else 8], cases)
-    assert train.main([*TINY, "--epochs", "1", "--data", str(data), "--run-dir=~/runs/x", "--quiet"]) == 0
+    assert train.main([*TINY_EXPORTING, "--epochs", "1", "--data", str(data), "--run-dir=~/runs/x", "--quiet"]) == 0
     run = RunFolder(tmp_path / "runs" / "x")
     assert (run.export_path / "saved_model.pb").exists() and (run.plots / "pixelcnn_by_position.png").exists()
     assert not Path("~").exists()
@@ -359,8 +355,7 @@ def test_a_run_dir_given_with_a_tilde_on_data_whose_test_split_lacks_a_position(
 
 
 def test_flags_that_would_not_act_are_refused_in_one_line(vqvae_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(vqvae_run, run)
+    run = copy_run(vqvae_run, tmp_path)
     config = (run / "config.json").read_text()
     err = one_line_error(capsys, train.main, [*TINY, "--stage", "prior", "--epochs", "5", "--run-dir", str(run)])
     assert err == ("error: --epochs 5 sets the VQ-VAE's epochs, and --stage prior trains only the prior, over the "

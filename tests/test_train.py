@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import TINY, write_slices
+from conftest import FINISHED_RUN, TINY, TINY_EXPORTING, copy_run, write_slices
 from keras_vqvae import train
 from keras_vqvae.data import SubjectSplit, load_slices
 from keras_vqvae.training import RunFolder, TrainConfig
@@ -30,10 +30,9 @@ def run_command(*arguments, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert train.main([*TINY, "--epochs", "2", "--pixelcnn-epochs", "2", "--run-dir", str(run)]) == 0
-    out = capsys.readouterr().out
+@pytest.mark.slow
+def test_tiny_end_to_end_run_writes_the_whole_run_folder(finished_run):
+    run, out = finished_run
     assert "VQ-VAE test: ssim" in out and "generation: generated_test_ssim" in out
     assert any(line.startswith("pixelcnn test: ") and "nll" in line for line in out.splitlines())
     for name in ("config.json", "vqvae.keras", "metrics.json", "history.csv", "plots/loss.png",
@@ -77,6 +76,7 @@ def test_tiny_end_to_end_run_writes_the_whole_run_folder(tmp_path, capsys):
     assert len(history) == 3 and history[0].startswith("epoch,")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_losing_at_most_the_epoch_in_progress(tmp_path):
     run = tmp_path / "run"
     process = run_command(*TINY, "--stage", "vqvae", "--epochs", "60", "--run-dir", str(run))
@@ -103,46 +103,47 @@ def test_killed_run_resumes_losing_at_most_the_epoch_in_progress(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["vqvae"]["epochs"] == done + 1
 
 
-def test_rerunning_a_finished_run_trains_no_more(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
-    checkpoints = [(run / folder / "epoch_001.keras").stat().st_mtime_ns for folder in ("checkpoints",
+@pytest.mark.slow
+def test_rerunning_a_finished_run_trains_no_more(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run[0], tmp_path)
+    checkpoints = [(run / folder / "epoch_002.keras").stat().st_mtime_ns for folder in ("checkpoints",
                                                                                         "pixelcnn_checkpoints")]
-    capsys.readouterr()
-    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run), "--quiet"]) == 0
+    assert train.main([*FINISHED_RUN, "--no-export", "--run-dir", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "evaluating" not in out and "step" not in out  # --quiet: no stage messages, no progress bars
     assert "VQ-VAE test: ssim" in out  # but the figures
-    assert f"resuming {run / 'checkpoints'} after epoch 1" in out
-    assert f"resuming {run / 'pixelcnn_checkpoints'} after epoch 1" in out
-    assert [(run / folder / "epoch_001.keras").stat().st_mtime_ns
+    assert f"resuming {run / 'checkpoints'} after epoch 2" in out
+    assert f"resuming {run / 'pixelcnn_checkpoints'} after epoch 2" in out
+    assert [(run / folder / "epoch_002.keras").stat().st_mtime_ns
             for folder in ("checkpoints", "pixelcnn_checkpoints")] == checkpoints
 
 
-def test_the_prior_stage_continues_a_vqvae_run_and_restarts_when_the_vqvae_changed(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert train.main([*TINY, "--stage", "vqvae", "--epochs", "1", "--run-dir", str(run)]) == 0
+@pytest.mark.slow
+def test_the_prior_stage_continues_a_vqvae_run_and_restarts_when_the_vqvae_changed(vqvae_run, tmp_path, capsys):
+    run = copy_run(vqvae_run, tmp_path)  # a VQ-VAE of 2 epochs
     assert not (run / "pixelcnn.keras").exists()
-    assert train.main([*TINY, "--stage", "prior", "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert train.main([*TINY, "--stage", "prior", "--epochs", "2", "--run-dir", str(run)]) == 0
     assert (run / "pixelcnn.keras").exists()
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"vqvae", "pixelcnn"} <= set(metrics)  # the prior stage keeps the VQ-VAE's figures
     capsys.readouterr()
-    assert train.main([*TINY, "--epochs", "2", "--run-dir", str(run)]) == 0  # one more VQ-VAE epoch: new codes
+    assert train.main([*TINY, "--epochs", "3", "--run-dir", str(run)]) == 0  # one more VQ-VAE epoch: new codes
     out = capsys.readouterr().out
     assert "encoding every split into code maps" in out and "so it starts afresh" in out
-    assert json.loads((run / "pixelcnn_checkpoints" / "state.json").read_text())["vqvae_epochs"] == 2
+    assert json.loads((run / "pixelcnn_checkpoints" / "state.json").read_text())["vqvae_epochs"] == 3
 
 
-def test_a_dcgan_joins_the_pixelcnn_on_the_same_vqvae_and_resumes(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(run)]) == 0
+@pytest.mark.slow
+def test_a_dcgan_joins_the_pixelcnn_on_the_same_vqvae_and_resumes_and_train_exports_it(finished_run, tmp_path,
+                                                                                       capsys):
+    run = copy_run(finished_run[0], tmp_path)
     assert RunFolder(run).read_config().prior == "pixelcnn"  # config.json records the prior trained
-    capsys.readouterr()
-    assert train.main([*TINY, "--epochs", "1", "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "2",
+    assert train.main([*TINY_EXPORTING, "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "2",
                        "--run-dir", str(run)]) == 0
     assert RunFolder(run).read_config().prior == "dcgan"
     out = capsys.readouterr().out
+    assert "exported the VQ-VAE and the dcgan as a SavedModel" in out  # the prior trained last
+    assert "with a dcgan prior over its codes" in (run / "saved_model" / "README.md").read_text()
     assert "encoding every split" not in out  # the same code maps
     assert any(line.startswith("dcgan test: ") and "discriminator_loss" in line for line in out.splitlines())
     for name in ("pixelcnn.keras", "dcgan.keras", "dcgan_history.csv", "dcgan_checkpoints/epoch_002.keras",
@@ -158,8 +159,8 @@ def test_a_dcgan_joins_the_pixelcnn_on_the_same_vqvae_and_resumes(tmp_path, caps
     assert "diversity_ms_ssim" in (run / "dcgan_history.csv").read_text().splitlines()[0]
 
     # raising the epochs resumes the DCGAN where it stopped, both optimizers included
-    assert train.main([*TINY, "--epochs", "1", "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "3",
-                       "--run-dir", str(run)]) == 0
+    assert train.main([*TINY, "--stage", "prior", "--prior", "dcgan", "--dcgan-epochs", "3", "--run-dir",
+                       str(run)]) == 0
     assert f"resuming {run / 'dcgan_checkpoints'} after epoch 2 of 3" in capsys.readouterr().out
     state = json.loads((run / "dcgan_checkpoints" / "state.json").read_text())
     assert state["epoch"] == 3 and state["history"][:2] == history
@@ -168,13 +169,12 @@ def test_a_dcgan_joins_the_pixelcnn_on_the_same_vqvae_and_resumes(tmp_path, caps
     assert dcgan.generator_optimizer.iterations.numpy() == dcgan.discriminator_optimizer.iterations.numpy() == steps
 
 
-def test_changing_a_priors_settings_retrains_that_prior_only(tmp_path, capsys):
-    run = tmp_path / "run"
-    dcgan = [*TINY, "--epochs", "1", "--prior", "dcgan", "--run-dir", str(run)]
-    assert train.main(dcgan) == 0
+@pytest.mark.slow
+def test_changing_a_priors_settings_retrains_that_prior_only(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)  # its DCGAN trained with --dcgan-snapping nearest, the default
     vqvae_checkpoint = (run / "checkpoints" / "epoch_001.keras").stat().st_mtime_ns
-    capsys.readouterr()
-    assert train.main([*dcgan, "--dcgan-snapping", "binned"]) == 0
+    assert train.main([*TINY, "--epochs", "1", "--prior", "dcgan", "--run-dir", str(run), "--dcgan-snapping",
+                       "binned"]) == 0
     out = capsys.readouterr().out
     assert "dcgan_snapping nearest (now binned)" in out and "so it starts afresh" in out
     assert (run / "dcgan_checkpoints_stale" / "epoch_001.keras").exists()
@@ -264,6 +264,7 @@ def test_help_lists_every_configuration_field(capsys):
     assert "cosine to 2% of it" in " ".join(out.split())  # a literal percent sign survives argparse
 
 
+@pytest.mark.slow
 def test_bad_flags_on_the_command_line_exit_2_with_one_line():
     process = run_command("--epochs", "many")
     out, err = process.communicate(timeout=120)
@@ -272,6 +273,7 @@ def test_bad_flags_on_the_command_line_exit_2_with_one_line():
                                 "(see python -m keras_vqvae.train --help)"]  # and nothing of TensorFlow's start-up
 
 
+@pytest.mark.slow
 def test_the_judge_learns_extra_subjects_of_the_embedded_data_that_no_split_holds(tmp_path, subject_slices):
     config = TrainConfig(synthetic_subjects=(3, 1, 1), judge_subjects=2)
     slices = load_slices(None, synthetic_subjects=SubjectSplit(3, 1, 1))
@@ -288,10 +290,12 @@ def test_the_judge_learns_extra_subjects_of_the_embedded_data_that_no_split_hold
     assert judge_training_sets(dataclasses.replace(config, data=str(folder)), own) == [own.train]
 
 
+@pytest.mark.slow
 def test_a_run_with_the_adversarial_term_logs_its_losses_and_resumes_it(tmp_path, capsys):
     run = tmp_path / "run"
     adversarial = ["--adversarial-weight", "0.1", "--adversarial-start", "1", "--discriminator-filters", "4"]
-    assert train.main([*TINY, *adversarial, "--epochs", "2", "--stage", "vqvae", "--run-dir", str(run)]) == 0
+    assert train.main([*TINY_EXPORTING, *adversarial, "--epochs", "2", "--stage", "vqvae", "--run-dir",
+                       str(run)]) == 0
     header = (run / "history.csv").read_text().splitlines()[0].split(",")
     assert {"adversarial_loss", "discriminator_loss", "adaptive_weight"} <= set(header)
     assert list((run / "logs" / "vqvae").rglob("events.out.tfevents.*"))
