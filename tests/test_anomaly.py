@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from keras_vqvae.metrics.detection import auprc, auroc, best_dice, detection_met
 from keras_vqvae.priors import PRIOR_KINDS, CodeTransformer, GatedPixelCNN, make_sampler
 from keras_vqvae.priors.sampler import sample_seeds
 from keras_vqvae.savedmodel import export_run
-from keras_vqvae.training import RunFolder
+from keras_vqvae.training import RunFolder, plots
 
 GRID = (4, 5)
 PRIORS = {
@@ -255,6 +256,16 @@ def brute_force_auprc_and_dice(scores, truth):
 # --- the command -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
+def from_the_function(trained_run, models, lesions):
+    """The lesioned slices at the model's size (n, S, S, 1), their positions and file names, and their anomaly maps
+    made by `anomaly_maps` as the command makes them (the run's threshold, 2 draws)."""
+    config, vqvae, prior = models
+    images, positions, names = model_images(lesions[0], config.image_size)
+    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")["threshold"]
+    return images, positions, names, anomaly_maps(vqvae, prior, images, threshold, positions, AnomalySettings(draws=2))
+
+
+@pytest.fixture(scope="module")
 def detected(trained_run, lesions, tmp_path_factory):
     out = tmp_path_factory.mktemp("detected") / "out"
     assert detect.main([str(trained_run), "--images", str(lesions[0]), "--masks", str(lesions[1]), "--out", str(out),
@@ -262,7 +273,8 @@ def detected(trained_run, lesions, tmp_path_factory):
     return out
 
 
-def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected, lesions):
+def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected, lesions, from_the_function,
+                                                                      tmp_path):
     names = sorted(path.name for path in lesions[0].iterdir())
     assert sorted(path.name for path in (detected / "overlays").iterdir()) == names
     maps = np.load(detected / "maps.npz")
@@ -270,8 +282,27 @@ def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected,
     assert all(maps[name].shape == (256, 256) and maps[name].dtype == np.float32 for name in names)
     with open(detected / "scores.csv") as file:
         rows = list(csv.DictReader(file))
-    assert [row["file"] for row in rows] == names and all(float(row["score"]) >= 0 for row in rows)
-    assert (detected / "summary.png").stat().st_size > 0
+    assert [row["file"] for row in rows] == names
+    # a slice's score: the mean of the highest 1% (at least one) of its map's values inside its eroded brain
+    images, _, names, result = from_the_function
+    brain = window_extreme((images[..., 0] > 0.5 / 255).astype(float), 5, np.min, fill=1.0) > 0  # (n, S, S)
+    expected = [np.sort(m[inside])[::-1][:max(1, math.ceil(0.01 * inside.sum()))].mean()
+                for m, inside in zip(result.maps, brain)]
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5)  # written to 6 digits
+    assert np.count_nonzero(expected) > 0  # some slices had codes redrawn: not only empty maps
+    # the summary: the 8 highest-scoring slices with their maps on one colour scale, and a histogram of the scores
+    with Image.open(detected / "summary.png") as picture:
+        assert picture.format == "PNG" and picture.width == 860  # 8.6 inches at 100 dpi
+        summary = np.asarray(picture.convert("RGB")).astype(int)
+    again = tmp_path / "summary.png"
+    plots.plot_anomaly_summary(images[..., 0], result.maps, result.scores, names,
+                               max(float(np.percentile(result.maps, 99.9)), 1e-6), again,
+                               f"the 8 highest-scoring of 32 slices of {lesions[0]} (pixelcnn prior, threshold "
+                               f"{result.threshold:.2f} bits)")
+    np.testing.assert_array_equal(summary, np.asarray(Image.open(again).convert("RGB")).astype(int))
+    coloured = summary.max(axis=-1) - summary.min(axis=-1) > 60  # not grey: a map over a slice, or a histogram bar
+    assert coloured[:summary.shape[0] // 2, :summary.shape[1] // 3].sum() > 100  # the first slice's map, top left
+    assert coloured[2 * summary.shape[0] // 3:].sum() > 100  # the histogram's bars, below them
     metrics = json.loads((detected / "metrics.json").read_text())
     assert set(metrics["healed"]) == set(metrics["reconstruction"]) == {"auprc", "best_dice", "best_dice_threshold",
                                                                        "slice_auroc"}
@@ -293,12 +324,12 @@ def test_the_commands_metrics_equal_an_independent_computation(detected, lesions
     assert metrics["healed"]["slice_auroc"] == pytest.approx(np.mean(pairs), abs=1e-5)  # scores.csv keeps 6 digits
 
 
-def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained_run, models, lesions, detected,
-                                                                         tmp_path):
+@pytest.mark.slow
+def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained_run, models, from_the_function,
+                                                                         detected, tmp_path):
     config, vqvae, prior = models
-    images, positions, names = model_images(lesions[0], config.image_size)
-    threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")["threshold"]
-    result = anomaly_maps(vqvae, prior, images, threshold, positions, AnomalySettings(draws=2))
+    images, positions, names, result = from_the_function
+    threshold = result.threshold
     from_command = np.load(detected / "maps.npz")
     for index, name in enumerate(names):
         np.testing.assert_allclose(from_command[name], to_input_size(result.maps[index:index + 1], 256, 256)[0],
