@@ -241,15 +241,14 @@ def test_the_metrics_give_the_answers_worked_out_by_hand():
 
 
 def brute_force_auprc_and_dice(scores, truth):
-    """Average precision and best Dice by trying every distinct score as a threshold, one at a time."""
-    average_precision, last_recall, dice = 0.0, 0.0, 0.0
-    for threshold in sorted(set(scores.tolist()), reverse=True):
-        marked = scores >= threshold
-        true_positives = np.sum(marked & truth)
-        recall = true_positives / truth.sum()
-        average_precision += (recall - last_recall) * true_positives / marked.sum()
-        last_recall = recall
-        dice = max(dice, 2 * true_positives / (marked.sum() + truth.sum()))
+    """Average precision and best Dice by trying every distinct score as a threshold: at each, the pixels marked
+    (scores >= threshold) and the lesion pixels among them, counted by binary search in the sorted scores."""
+    thresholds = np.unique(scores)[::-1]  # highest first
+    marked = scores.size - np.searchsorted(np.sort(scores), thresholds, side="left")
+    true_positives = truth.sum() - np.searchsorted(np.sort(scores[truth]), thresholds, side="left")
+    recall = true_positives / truth.sum()
+    average_precision = np.sum(np.diff(np.r_[0.0, recall]) * true_positives / marked)
+    dice = np.max(2 * true_positives / (marked + truth.sum()))
     return average_precision, dice
 
 
