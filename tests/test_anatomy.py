@@ -40,6 +40,7 @@ def blurred(images: np.ndarray, factor: int) -> np.ndarray:
     return tf.image.resize(small, images.shape[1:3], method="bilinear").numpy()
 
 
+@pytest.mark.slow
 def test_copies_of_the_test_slices_are_at_distance_zero_and_blurred_slices_far(slices, network):
     test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
     lightly, heavily = blurred(validate, 2), blurred(validate, 4)  # the baseline reconstructions: lightly blurred
@@ -54,6 +55,7 @@ def test_copies_of_the_test_slices_are_at_distance_zero_and_blurred_slices_far(s
     assert scored["position_confidence"] < scored["real_position_confidence"]  # blur costs confidence
 
 
+@pytest.mark.slow
 def test_copies_of_training_slices_count_as_memorised_and_unseen_slices_do_not(slices, network):
     test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
     copied, _ = anatomy_metrics(network, train[:len(test)], test, validate, validate, train)
@@ -71,6 +73,7 @@ def test_the_position_network_knows_positions_it_has_seen_and_reports_prediction
     assert 0 < metrics["position_confidence"] <= 1 and 0 < metrics["position_entropy_bits"] <= 5
 
 
+@pytest.mark.slow
 def test_a_judge_of_several_sets_judges_each_alone_as_the_network_and_pairwise_ssim_see_it(slices, network):
     test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
     judge = AnatomyJudge(network, test, validate, blurred(validate, 2), train)
@@ -93,6 +96,7 @@ def test_a_judge_of_several_sets_judges_each_alone_as_the_network_and_pairwise_s
         judge(validate[:10])
 
 
+@pytest.mark.slow
 def test_a_judge_given_more_slices_than_it_compares_takes_them_spread_over_the_positions(slices, network):
     test, validate, train = slices["test"][0], slices["validate"][0], slices["train"][0]
     judge = AnatomyJudge(network, test, validate, validate, train, count=32)

@@ -33,6 +33,7 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "state": state}))
 """
 
 
+@pytest.mark.slow
 def test_quantizer_state_agrees_across_replicas_after_ema_updates_and_restarts():
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
@@ -82,6 +83,7 @@ print(json.dumps({"replicas": models[1].distribute_strategy.num_replicas_in_sync
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["vqvae", "pixelcnn"])
 def test_one_mirrored_step_over_two_replicas_matches_one_step_on_one_device(model):
     repo = Path(__file__).resolve().parents[1]
@@ -104,6 +106,7 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_on_this_machine_train_one_run_in_step(tmp_path):
     """`--strategy multi-worker` as the README launches it, with both workers on localhost: both finish, and their
     VQ-VAEs and PixelCNNs are the same model (every update was all-reduced)."""
