@@ -6,6 +6,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -34,6 +36,7 @@ def test_the_wheel_carries_the_template_its_notice_and_the_manifest(tmp_path):
     assert "Louis Collins" in notice and "McGill University" in notice
 
 
+@pytest.mark.slow
 def test_the_package_guide_names_every_command():
     guide = subprocess.run([sys.executable, "-m", "keras_vqvae"], capture_output=True, text=True, cwd=REPO,
                            check=True).stdout

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from keras_vqvae.startup import without_notices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,18 +21,21 @@ def python(*arguments, **variables) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_bad_input_to_a_command_gives_its_one_line_and_nothing_else_on_stderr():
     process = python("-m", "keras_vqvae.train", "--data", "/no/such/folder")
     assert process.returncode == 2 and process.stdout == ""
     assert process.stderr.splitlines() == [MISSING_DATA]
 
 
+@pytest.mark.slow
 def test_tf_cpp_min_log_level_0_shows_what_tensorflow_prints_again():
     process = python("-m", "keras_vqvae.train", "--data", "/no/such/folder", TF_CPP_MIN_LOG_LEVEL="0")
     lines = process.stderr.splitlines()
     assert process.returncode == 2 and lines[-1] == MISSING_DATA and len(lines) > 1
 
 
+@pytest.mark.slow
 def test_importing_the_library_quiets_nothing():
     process = python("-c", "import os, keras_vqvae; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
     assert process.returncode == 0 and process.stdout == "None\n"

@@ -279,6 +279,7 @@ def test_a_run_dir_that_is_not_a_run_is_left_alone(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
 
 
+@pytest.mark.slow
 def test_bad_flags_on_the_command_line_exit_2_with_one_line():
     process = run_command("--epochs", "many")
     out, err = process.communicate(timeout=120)
@@ -287,6 +288,7 @@ def test_bad_flags_on_the_command_line_exit_2_with_one_line():
                                 "(see python -m keras_vqvae.train --help)"]  # and nothing of TensorFlow's start-up
 
 
+@pytest.mark.slow
 def test_the_judge_learns_extra_subjects_of_the_embedded_data_that_no_split_holds(tmp_path, subject_slices):
     config = TrainConfig(synthetic_subjects=(3, 1, 1), judge_subjects=2)
     slices = load_slices(None, synthetic_subjects=SubjectSplit(3, 1, 1))
