@@ -54,7 +54,7 @@ def generate(vqvae: VQVAE, prior: keras.Model, num_samples: int, seed: int = 0, 
     """
     drawing = make_sampler(sampler, prior)
     codes = drawing.sample(num_samples, seed, temperature, batch_size, condition, verbose)
-    labels = drawing.labels(num_samples, condition)
-    positions = None if labels is None else np.where(
-        keras.ops.convert_to_numpy(labels) == drawing.num_classes, ANY_POSITION, keras.ops.convert_to_numpy(labels))
+    labels = drawing.labels(num_samples, condition)  # the ones `sample` drew for: the null class is any position
+    labels = None if labels is None else keras.ops.convert_to_numpy(labels)
+    positions = None if labels is None else np.where(labels == drawing.num_classes, ANY_POSITION, labels)
     return Generation(decode_images(vqvae, codes), codes, positions)
