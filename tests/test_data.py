@@ -195,7 +195,11 @@ def test_too_few_subjects_to_split(tmp_path, subject_slices):
 
 def test_synthetic_subjects_are_deterministic_and_look_like_oasis_slices():
     first = synthetic.make_subject(7, seed=1, num_slices=4, image_size=128)
-    np.testing.assert_array_equal(first, synthetic.make_subject(7, seed=1, num_slices=4, image_size=128))
+    assert synthetic.make_subject(7, seed=1, num_slices=4, image_size=128) is first  # kept, and handed out read-only
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0, 0] = 1
+    synthetic.make_subject.cache_clear()
+    np.testing.assert_array_equal(first, synthetic.make_subject(7, seed=1, num_slices=4, image_size=128))  # made again
     assert not np.array_equal(first, synthetic.make_subject(8, seed=1, num_slices=4, image_size=128))
     assert first.dtype == np.uint8 and first.shape == (4, 128, 128)
     assert np.all(first[:, :4, :] == 0) and np.all(first[:, :, :4] == 0)  # black background around the brain

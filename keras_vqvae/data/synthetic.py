@@ -153,13 +153,20 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return about_z @ about_x @ about_y
 
 
+# Subjects kept in memory once made (2 MB each at 256x256): a process that loads the same small data set again, as a
+# notebook or the test suite does, takes them from memory instead of making each again (about a second apiece).
+SUBJECTS_KEPT = 32
+
+
+@functools.lru_cache(maxsize=SUBJECTS_KEPT)
 def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJECT,
                  image_size: int = IMAGE_SIZE) -> np.ndarray:
     """One virtual subject: `num_slices` axial slices, uint8 (num_slices, image_size, image_size), anterior up.
 
     The field of view is 256 mm whatever `image_size`, so smaller images are the same slices at lower resolution.
 
-    The same (case_id, seed) always gives the same subject, whatever else is generated.
+    The same (case_id, seed) always gives the same subject, whatever else is generated. The array is read-only (the
+    last `SUBJECTS_KEPT` subjects made are kept and handed out again): copy it to change it.
     """
     template = _template()
     rng = np.random.default_rng([seed, case_id])
@@ -209,7 +216,9 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
     intensity *= rng.uniform(0.9, 1.1)
     intensity += rng.normal(0.0, rng.uniform(1.0, 3.0), size=intensity.shape)
     intensity = np.where(inside, intensity, 0.0)
-    return np.clip(np.rint(intensity), 0, 255).astype(np.uint8)
+    pixels = np.clip(np.rint(intensity), 0, 255).astype(np.uint8)
+    pixels.flags.writeable = False
+    return pixels
 
 
 def make_split_arrays(split: SubjectSplit = SubjectSplit(), seed: int = 0, image_size: int = IMAGE_SIZE
