@@ -105,7 +105,7 @@ def test_the_model_cards_train_flags_rebuild_the_configuration():
 
 @pytest.mark.parametrize("arguments, message", [
     (["--pixelcnn-epochs", "0"], "error: --pixelcnn-epochs 0 is out of range (it must be at least 1): training epochs "
-                                 "of the PixelCNN prior"),
+                                 "of the prior"),
     (["--transformer-unconditional-rate", "1"], "error: --transformer-unconditional-rate 1.0 is out of range"),
     (["--dcgan-learning-rate", "0"], "error: --dcgan-learning-rate 0.0 is out of range (it must be positive)"),
     (["--judge-epochs", "0"], "error: --judge-epochs 0 is out of range (it must be at least 1)"),
