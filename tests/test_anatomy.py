@@ -2,6 +2,7 @@
 blurred, the farther), copies of training slices are memorised; and they agree with the network's own predictions
 and with pairwise SSIM."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -106,3 +107,18 @@ def test_a_judge_given_more_slices_than_it_compares_takes_them_spread_over_the_p
     assert metrics == pytest.approx(judge(spread_subset, memorisation=False)[0])
     spread_predictions = network(spread_subset, training=False).numpy().argmax(axis=1)
     np.testing.assert_array_equal(predicted["generated"], spread_predictions)  # the spread subset, not the first 32
+
+
+def test_the_position_network_learns_from_the_batches_shuffling_the_images_themselves_would_give(monkeypatch):
+    """Its batches are gathered by shuffled index (no copy of the images in a shuffle buffer), in the order of
+    Dataset.shuffle over the images: the run's judge and its figures stay what they were."""
+    rng = np.random.default_rng(1)
+    images, positions = rng.random((40, 16, 16, 1)).astype(np.float32), rng.integers(0, 4, 40)
+    seen = []
+    monkeypatch.setattr(keras.Model, "fit", lambda self, batches, **_: seen.extend(batches))
+    train_position_network(images, positions, num_positions=4, batch_size=16, seed=5)
+    expected = tf.data.Dataset.from_tensor_slices((images, positions.astype(np.int32))).shuffle(40, seed=5).batch(16)
+    assert len(seen) == 3
+    for (batch, labels), (expected_batch, expected_labels) in zip(seen, expected):
+        np.testing.assert_array_equal(batch, expected_batch)
+        np.testing.assert_array_equal(labels, expected_labels)

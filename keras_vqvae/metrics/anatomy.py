@@ -83,14 +83,20 @@ class SlicePositionNetwork(keras.Model):
 
 def train_position_network(images: np.ndarray, positions: np.ndarray, num_positions: int, epochs: int = 15,
                            batch_size: int = 32, seed: int = 0, verbose: int = 0) -> SlicePositionNetwork:
-    """A `SlicePositionNetwork` trained from scratch on images (n, S, S, 1) in [0, 1] and their positions (n,)."""
+    """A `SlicePositionNetwork` trained from scratch on images (n, S, S, 1) in [0, 1] and their positions (n,).
+
+    TensorFlow holds one copy of the images; each epoch shuffles their indices (in the order shuffling the images
+    themselves would give) and gathers every batch."""
     keras.utils.set_random_seed(seed)
     network = SlicePositionNetwork(num_positions)
     network.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
                         2e-3, epochs * -(-len(images) // batch_size))),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    data = tf.data.Dataset.from_tensor_slices((images.astype(np.float32), positions.astype(np.int32)))
-    network.fit(data.shuffle(len(images), seed=seed).batch(batch_size), epochs=epochs, verbose=verbose)
+    pixels = tf.convert_to_tensor(images.astype(np.float32, copy=False))  # one copy, held by TensorFlow
+    labels = tf.convert_to_tensor(positions.astype(np.int32))
+    order = tf.data.Dataset.range(len(images)).shuffle(len(images), seed=seed)
+    batches = order.batch(batch_size).map(lambda index: (tf.gather(pixels, index), tf.gather(labels, index)))
+    network.fit(batches, epochs=epochs, verbose=verbose)
     return network
 
 

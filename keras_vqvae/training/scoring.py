@@ -79,7 +79,9 @@ def position_network(config: TrainConfig, run: RunFolder, splits: RunSplits, ver
     if verbose:
         print(f"training the slice-position network on {' and '.join(f'the {s.name} slices' for s in sets)} "
               f"({sum(s.num_subjects for s in sets)} subjects; kept in {run.position_network_path})")
-    images = np.concatenate([splits.images("train"), *(decoded_images(s, config.image_size) for s in sets[1:])])
+    images = splits.images("train")  # the extra subjects' slices after it, when there are any
+    if len(sets) > 1:
+        images = np.concatenate([images, *(decoded_images(s, config.image_size) for s in sets[1:])])
     network = train_position_network(images, np.concatenate([s.slice_numbers for s in sets]),
                                      splits.slices.num_positions, epochs=config.judge_epochs, seed=config.seed,
                                      verbose=progress(verbose))
