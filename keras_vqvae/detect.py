@@ -40,9 +40,7 @@ def chosen_prior(run: RunFolder, name: str | None) -> str:
     loaded."""
     if name is not None:
         return name
-    if not run.is_run():
-        raise InputError(f"{run.path} is not a run folder made by keras_vqvae.train (it has no "
-                         f"{run.CONFIG_FILE}): give the RUN_DIR of a training run")
+    run.check_run()
     held = run.held_priors()
     able = [prior for prior in held if not detection_problem(PRIOR_KINDS[prior])]
     if not able:

@@ -61,9 +61,7 @@ def sample_command(arguments, out: Path) -> None:
 
 def _current_prior(run: RunFolder) -> str:
     """The run's prior that `predict` samples with when --prior is left out (`RunFolder.current_prior`)."""
-    if not run.is_run():
-        raise InputError(f"{run.path} is not a run folder made by keras_vqvae.train (it has no {run.CONFIG_FILE}): "
-                         f"give the RUN_DIR of a training run")
+    run.check_run()
     run.check_model(VQVAE_STAGE)  # a missing VQ-VAE is the first thing to say
     prior = run.current_prior()
     if prior is None:

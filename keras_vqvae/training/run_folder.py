@@ -274,6 +274,12 @@ class RunFolder:
         return (f"write it again from the run's checkpoints with its train command and {stage_flags} (the model "
                 f"card {self.export_path}/README.md shows the command)")
 
+    def check_run(self) -> None:
+        """An InputError when the folder is not a run folder (it has no configuration)."""
+        if not self.is_run():
+            raise InputError(f"{self.path} is not a run folder made by keras_vqvae.train (it has no "
+                             f"{self.CONFIG_FILE}): give the folder of a training run (its --run-dir)")
+
     def check_model(self, stage: str) -> None:
         """An InputError when the folder lacks the trained model of stage 'vqvae' or of a prior, or it is damaged."""
         problem = damage(self._model_file(stage))
@@ -286,9 +292,7 @@ class RunFolder:
 
     def load(self, prior: str | None = None) -> tuple[TrainConfig, keras.Model, keras.Model | None]:
         """The configuration, the VQ-VAE and (when `prior` names one) that trained prior."""
-        if not self.is_run():
-            raise InputError(f"{self.path} is not a run folder made by keras_vqvae.train (it has no "
-                             f"{self.CONFIG_FILE}): give the --run-dir of a training run")
+        self.check_run()
         config = self.read_config()
         stages = (VQVAE_STAGE, prior) if prior else (VQVAE_STAGE,)
         for stage in stages:  # both are there before either is loaded
