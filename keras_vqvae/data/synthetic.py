@@ -165,8 +165,7 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
 
     The field of view is 256 mm whatever `image_size`, so smaller images are the same slices at lower resolution.
 
-    The same (case_id, seed) always gives the same subject, whatever else is generated. The array is read-only (the
-    last `SUBJECTS_KEPT` subjects made are kept and handed out again): copy it to change it.
+    The same (case_id, seed) always gives the same subject, whatever else is generated; read-only, as it is kept.
     """
     template = _template()
     rng = np.random.default_rng([seed, case_id])
