@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 from keras_vqvae import train
@@ -44,33 +47,53 @@ def copy_run(run, tmp_path):
     return shutil.copytree(run, tmp_path / "run")
 
 
+def session_run(tmp_path_factory, worker_id: str, name: str, make: Callable[[Path], str]) -> tuple[Path, str]:
+    """The session's run `name`: made once by `make(folder)`, which returns what it printed, whichever of the
+    test workers (pytest-xdist's, which share one temporary folder) asks first; the others wait and read it.
+    (run folder, what `make` printed)."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # each worker has a folder of its own in the one they share
+        shared = shared.parent
+    folder, done = shared / name / "run", shared / name / "printed.txt"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed to make it left a part
+            done.parent.mkdir(exist_ok=True)
+            done.write_text(make(folder))
+    return folder, done.read_text()
+
+
+def _train(arguments: list[str]) -> str:
+    """What `python -m keras_vqvae.train ARGUMENTS` prints; it must succeed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert train.main(arguments) == 0
+    return printed.getvalue()
+
+
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, worker_id):
     """A tiny finished run: VQ-VAE, a PixelCNN conditioned on the slice position, and a DCGAN trained last; no
     SavedModel. Read it, or copy it before writing into it."""
-    folder = tmp_path_factory.mktemp("trained") / "run"
-    assert train.main([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder)]) == 0
-    assert train.main([*TINY, "--epochs", "1", "--run-dir", str(folder), "--stage", "prior", "--prior", "dcgan"]) == 0
-    return folder
+    def make(folder):
+        return (_train([*TINY, "--epochs", "1", "--condition", "slice", "--run-dir", str(folder)])
+                + _train([*TINY, "--epochs", "1", "--run-dir", str(folder), "--stage", "prior", "--prior", "dcgan"]))
+    return session_run(tmp_path_factory, worker_id, "trained", make)[0]
 
 
 @pytest.fixture(scope="session")
-def vqvae_run(tmp_path_factory):
+def vqvae_run(tmp_path_factory, worker_id):
     """A tiny VQ-VAE trained for two epochs, no prior: copy it before writing into it."""
-    folder = tmp_path_factory.mktemp("vqvae") / "run"
-    assert train.main([*TINY, "--stage", "vqvae", "--epochs", "2", "--run-dir", str(folder), "--quiet"]) == 0
-    return folder
+    return session_run(tmp_path_factory, worker_id, "vqvae", lambda folder: _train(
+        [*TINY, "--stage", "vqvae", "--epochs", "2", "--run-dir", str(folder), "--quiet"]))[0]
 
 
 FINISHED_RUN = [*TINY_MODELS, "--epochs", "2", "--pixelcnn-epochs", "2"]  # the default judge; and --run-dir
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> tuple:
+def finished_run(tmp_path_factory, worker_id) -> tuple:
     """The whole train command once: a VQ-VAE and a PixelCNN of two epochs each (made with FINISHED_RUN), judged
     and exported. (run folder, what the command printed): copy the folder before writing into it."""
-    folder = tmp_path_factory.mktemp("finished") / "run"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert train.main([*FINISHED_RUN, "--run-dir", str(folder)]) == 0
-    return folder, printed.getvalue()
+    return session_run(tmp_path_factory, worker_id, "finished",
+                       lambda folder: _train([*FINISHED_RUN, "--run-dir", str(folder)]))
