@@ -12,10 +12,14 @@ model's size, brought back to 256 x 256, measured against the masks over all pix
 * `healed`: the package's anomaly maps, the residual of the prior-healed slices near redrawn codes;
 * `healed_everywhere`: the same residual over the whole (eroded) brain, not only near redrawn codes (what
   limiting it to redrawn codes adds);
-* `reconstruction`: the plain residual |x - reconstruction|, masked and smoothed alike: the baseline.
+* `reconstruction`: the plain residual |x - reconstruction|, masked and smoothed alike: a baseline;
+* `intensity`: the slice itself (bright lesions) or one minus it (dark ones), masked and smoothed alike: the
+  baseline that needs no training (Meissen et al. 2021, `keras_vqvae.anomaly_baselines`);
+* `nll`: the prior's per-code NLL laid over each code's pixels, masked and smoothed alike: the likelihood alone.
 
-Slice AUROC is given for the maps' own score (the mean of their top 1% inside the brain) and for two summaries of
-the per-code NLL: the slice's total, and its excess over the threshold (sum of max(nll - threshold, 0)).
+Slice AUROC is given for each map's score (the mean of its top 1% inside the brain; the healed maps' for both healed
+maps) and for two summaries of the per-code NLL: the slice's total, and its excess over the threshold (sum of
+max(nll - threshold, 0)).
 
 `healthy` examines the same split without lesions: brain SSIM of the healed slices (each draw) against that of the
 plain reconstructions (healing must not redraw healthy anatomy), and the share of codes redrawn. `seconds_per_slice`
@@ -37,7 +41,8 @@ from matplotlib.figure import Figure
 
 import hardware
 from keras_vqvae import cli, plots
-from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, smooth
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, smooth, top_mean
+from keras_vqvae.anomaly_baselines import intensity_maps, nll_maps
 from keras_vqvae.calibration import run_calibration
 from keras_vqvae.data import SliceSet, SubjectSplit, make_dataset
 from keras_vqvae.data.datasets import to_input_size
@@ -132,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         everywhere = smooth(np.abs(images[:, None] - result.healed).mean(axis=1) * eroded_brain(images),
                             settings.smoothing).numpy()[..., 0]
         with_lesion = masks.any(axis=(1, 2))
-        full_size = {name: to_input_size(maps, *masks.shape[1:]) for name, maps in
-                     (("healed", result.maps), ("healed_everywhere", everywhere),
-                      ("reconstruction", result.residual_maps))}
-        slice_scores = {"healed": result.scores, "healed_everywhere": result.scores,
-                        "reconstruction": result.residual_scores}
+        polarity = "bright" if LESION_KINDS[kind].contrast[0] > 1 else "dark"
+        model_size = {"healed": result.maps, "healed_everywhere": everywhere, "reconstruction": result.residual_maps,
+                      "intensity": intensity_maps(images, polarity, settings.smoothing),
+                      "nll": nll_maps(result.nll, images, settings.smoothing)}
+        full_size = {name: to_input_size(maps, *masks.shape[1:]) for name, maps in model_size.items()}
+        slice_scores = {name: top_mean(maps[..., None], eroded_brain(images)).numpy()
+                        for name, maps in model_size.items()}
+        slice_scores["healed_everywhere"] = result.scores
         excess = np.maximum(result.nll - threshold, 0).sum(axis=(1, 2))
         results[kind] = {
             "slices": len(pixels), "slices_with_lesions": int(with_lesion.sum()),
