@@ -21,7 +21,7 @@ from keras_vqvae.data import make_dataset, read_images
 from keras_vqvae.data import __main__ as data_command
 from keras_vqvae.data.lesions import LESION_KINDS, insert_lesions, lesioned_arrays
 from keras_vqvae.data.synthetic import SubjectSplit
-from keras_vqvae.metrics.detection import auprc, auroc, best_dice, detection_metrics
+from keras_vqvae.metrics.detection import auprc, auroc, best_dice, detection_metrics, dice
 from keras_vqvae.priors import PRIOR_KINDS, CodeTransformer, GatedPixelCNN, Sampler, make_sampler
 from keras_vqvae.priors.sampler import sample_seeds
 from keras_vqvae.savedmodel import export_run
@@ -261,6 +261,14 @@ def test_the_metrics_give_the_answers_worked_out_by_hand():
     metrics = detection_metrics(scores, truth, np.array([1.0, 0.0]), np.array([True, False]))
     assert metrics["slice_auroc"] == 1.0 and metrics["best_dice"] == pytest.approx(0.8)
     assert "slice_auroc" not in detection_metrics(scores, truth, np.array([1.0, 2.0]), np.array([True, True]))
+
+
+def test_the_dice_of_a_mask_made_at_a_threshold_agrees_with_the_best_dice_at_that_threshold():
+    scores, truth = np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False])
+    best, threshold = best_dice(scores, truth)
+    assert dice(scores >= threshold, truth) == pytest.approx(best)
+    assert dice(scores > 0.85, truth) == pytest.approx(2 * 1 / (1 + 2))  # TP 1, FP 0, FN 1
+    assert dice(np.zeros(4, bool), truth) == 0.0 and dice(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
 
 
 def brute_force_auprc_and_dice(scores, truth):

@@ -18,7 +18,8 @@ LAYERS = [  # each layer may import its own and the layers above it only
     {"keras_vqvae.metrics"},
     {"keras_vqvae.models"},
     {"keras_vqvae.priors"},
-    {"keras_vqvae.calibration", "keras_vqvae.anomaly", "keras_vqvae.anomaly_baselines"},
+    {"keras_vqvae.calibration", "keras_vqvae.anomaly", "keras_vqvae.anomaly_baselines",
+     "keras_vqvae.anomaly_masks"},
     {"keras_vqvae.training"},
     {"keras_vqvae.savedmodel"},
 ]

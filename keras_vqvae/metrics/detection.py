@@ -7,7 +7,7 @@ slices together:
 * AUPRC, the area under the precision-recall curve as average precision: sum_n (R_n - R_{n-1}) P_n over the
   distinct score thresholds, from the highest down (pixels of equal score are taken together);
 * best Dice: max over those thresholds of 2 TP / (2 TP + FP + FN), the Dice a threshold chosen knowing the answer
-  would reach;
+  would reach (an oracle: `dice` measures a mask made at a threshold chosen without the answer);
 * slice AUROC: the probability that a slice with a lesion scores above one without (ties count half), by ranks.
 """
 
@@ -47,6 +47,14 @@ def best_dice(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     best = int(np.argmax(dice))
     thresholds = -np.sort(-np.unique(np.asarray(scores, np.float64)))  # the distinct scores, highest first
     return float(dice[best]), float(thresholds[best])
+
+
+def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Dice 2 TP / (2 TP + FP + FN) of a boolean mask `predicted` against the boolean `truth` of the same shape (1
+    when both are empty)."""
+    predicted, truth = np.asarray(predicted, bool), np.asarray(truth, bool)
+    overlap, total = np.logical_and(predicted, truth).sum(), predicted.sum() + truth.sum()
+    return float(2 * overlap / total) if total else 1.0
 
 
 def auroc(scores: np.ndarray, truth: np.ndarray) -> float:
