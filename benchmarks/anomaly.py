@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         positions = np.array([int(name.split("_slice_")[1].split(".")[0]) for name in names])
         images = model_images(pixels, config.image_size)
         result, seconds = examine(detector, images, positions, arguments.batch_size)
-        everywhere = smooth(np.abs(images[:, None] - result.healed).mean(axis=1) * eroded_brain(images),
+        brain = eroded_brain(images)
+        everywhere = smooth(np.abs(images[:, None] - result.healed).mean(axis=1) * brain,
                             settings.smoothing).numpy()[..., 0]
         with_lesion = masks.any(axis=(1, 2))
         polarity = "bright" if LESION_KINDS[kind].contrast[0] > 1 else "dark"
@@ -142,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                       "intensity": intensity_maps(images, polarity, settings.smoothing),
                       "nll": nll_maps(result.nll, images, settings.smoothing)}
         full_size = {name: to_input_size(maps, *masks.shape[1:]) for name, maps in model_size.items()}
-        slice_scores = {name: top_mean(maps[..., None], eroded_brain(images)).numpy()
-                        for name, maps in model_size.items()}
-        slice_scores["healed_everywhere"] = result.scores
+        slice_scores = {"healed": result.scores, "healed_everywhere": result.scores,  # the healed maps' own score
+                        "reconstruction": result.residual_scores,
+                        **{name: top_mean(model_size[name][..., None], brain).numpy() for name in ("intensity", "nll")}}
         excess = np.maximum(result.nll - threshold, 0).sum(axis=(1, 2))
         results[kind] = {
             "slices": len(pixels), "slices_with_lesions": int(with_lesion.sum()),

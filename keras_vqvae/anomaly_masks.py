@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 HEALTHY_FLAGGED = 0.01  # the share of healthy brain pixels above the calibrated threshold
+MEDIAN_BATCH = 16  # maps median-filtered at once
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # components connect through edges (4-connectivity)
 
 
@@ -38,10 +39,14 @@ def median_filtered(maps: np.ndarray, size: int) -> np.ndarray:
     the edge), (n, H, W) float32."""
     if size < 1 or size % 2 == 0:
         raise ValueError(f"the median filter's size must be odd and positive, got {size}")
-    maps = tf.convert_to_tensor(np.asarray(maps, np.float32))[..., None]  # (n, H, W, 1)
-    windows = tf.image.extract_patches(maps, [1, size, size, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")  # (n, H, W, k)
+    maps = np.asarray(maps, np.float32)[..., None]  # (n, H, W, 1)
     middle = size * size // 2  # the median of an odd number of values is the middle one of them sorted
-    return tf.sort(windows, axis=-1)[..., middle].numpy()
+    filtered = []
+    for start in range(0, len(maps), MEDIAN_BATCH):  # the windows take size^2 times the maps' memory
+        windows = tf.image.extract_patches(maps[start:start + MEDIAN_BATCH], [1, size, size, 1], [1, 1, 1, 1],
+                                           [1, 1, 1, 1], "SAME")  # (batch, H, W, size^2)
+        filtered.append(tf.sort(windows, axis=-1)[..., middle].numpy())
+    return np.concatenate(filtered) if filtered else np.zeros(maps.shape[:-1], np.float32)
 
 
 def without_small_components(masks: np.ndarray, min_pixels: int) -> np.ndarray:

@@ -4,7 +4,8 @@ filter removes a lone spike and keeps a blob, small components go and large ones
 import numpy as np
 import pytest
 
-from keras_vqvae.anomaly_masks import anomaly_masks, healthy_threshold, median_filtered, without_small_components
+from keras_vqvae.anomaly_masks import (MEDIAN_BATCH, anomaly_masks, healthy_threshold, median_filtered,
+                                      without_small_components)
 
 
 def test_the_healthy_threshold_flags_the_share_of_healthy_brain_pixels_asked_for():
@@ -58,3 +59,10 @@ def test_anomaly_masks_filter_then_threshold_then_clean():
     assert anomaly_masks(maps, 1.0).sum() == 1 + 16 + 2
     masks = anomaly_masks(maps, 1.0, median_size=3, min_pixels=4)[0]
     assert not masks[3, 3] and not masks[1, 12:14].any() and masks[9:11, 9:11].all()
+
+
+def test_the_median_filter_gives_each_map_the_same_whatever_batch_it_falls_in():
+    maps = np.random.default_rng(2).random((MEDIAN_BATCH + 3, 9, 9)).astype(np.float32)
+    together = median_filtered(maps, 3)
+    for index in (0, MEDIAN_BATCH - 1, MEDIAN_BATCH, MEDIAN_BATCH + 2):
+        np.testing.assert_array_equal(together[index], median_filtered(maps[index:index + 1], 3)[0])

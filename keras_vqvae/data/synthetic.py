@@ -154,7 +154,7 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 
 # Subjects kept in memory once made (2 MB each at 256x256): a process that loads the same small data set again, as a
-# notebook or the test suite does, takes them from memory instead of making each again (about a second apiece).
+# notebook or the test suite does, takes them from memory instead of making each again (1 to 1.5 s apiece on 2 cores).
 SUBJECTS_KEPT = 32
 
 
