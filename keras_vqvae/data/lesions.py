@@ -14,6 +14,12 @@ No lesion data can be downloaded here, so the measurement makes its own. The rec
   it stays inside the brain (the background stays black);
 * the mask is w > 0.5 inside the brain.
 
+The third kind, `pasted`, changes no intensity: each lesion is the same place of another subject's slice 6 to 12
+levels away (15 to 30 mm, other anatomy: ventricles, sulci and white matter where the slice has none), scaled so
+that its mean under the weight equals the tissue's it replaces, and blended in with the same soft edge,
+x (1 - w) + w * ratio * donor. Its radius is drawn from PASTED_RADIUS_RANGE (texture needs room to be seen). Its
+mean intensity is the tissue's, so thresholding the intensity cannot find it: only a model of anatomy can.
+
 Everything is drawn from a seed and the slice's case and number, so the same command writes the same files.
 """
 
@@ -30,6 +36,8 @@ from keras_vqvae.data import synthetic
 from keras_vqvae.errors import InputError, folder_to_write
 
 RADIUS_RANGE = (2.0, 14.0)  # pixels at 256 x 256
+PASTED_RADIUS_RANGE = (5.0, 16.0)  # pixels at 256 x 256, for pasted tissue
+DONOR_SHIFT = (6, 12)  # levels between a slice and the slice its pasted tissue comes from
 MARGIN = 4  # pixels between a lesion's centre and the background
 EDGE = 1.5  # pixels over which a lesion's edge fades
 LESIONS_PER_SLICE = (1, 3)
@@ -37,16 +45,27 @@ LESIONS_PER_SLICE = (1, 3)
 
 @dataclasses.dataclass(frozen=True)
 class LesionKind:
-    """A kind of lesion: its name and the range its contrast (lesion / tissue intensity) is drawn from."""
+    """A kind of lesion: its name and the range its contrast (lesion / tissue intensity) is drawn from, or None for
+    tissue pasted from another slice at the tissue's mean intensity."""
 
     name: str
-    contrast: tuple[float, float]
+    contrast: tuple[float, float] | None
     description: str
+
+    @property
+    def pasted(self) -> bool:
+        return self.contrast is None
+
+    @property
+    def radius_range(self) -> tuple[float, float]:
+        return PASTED_RADIUS_RANGE if self.pasted else RADIUS_RANGE
 
 
 LESION_KINDS = {kind.name: kind for kind in (
     LesionKind("bright", (1.4, 1.8), "brighter than the tissue they sit in (40-80% brighter)"),
     LesionKind("dark", (0.3, 0.6), "darker than the tissue they sit in (40-70% darker)"),
+    LesionKind("pasted", None, "tissue of another subject's slice 6-12 levels away, at the mean intensity of the "
+                               "tissue it replaces"),
 )}
 
 
@@ -75,23 +94,49 @@ def lesion_weight(shape: tuple[int, int], centre: tuple[float, float], radius: f
     return 1 / (1 + np.exp(-(1 - distance) * radius / EDGE))
 
 
-def insert_lesions(pixels: np.ndarray, kind: LesionKind, rng: np.random.Generator,
-                   lesion_rate: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def insert_lesions(pixels: np.ndarray, kind: LesionKind, rng: np.random.Generator, lesion_rate: float = 0.5,
+                   donor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One slice uint8 (H, W) with lesions of `kind` inserted (see the module docstring) and its mask (H, W) bool;
-    the slice as it was and an empty mask when it draws none, or has too little brain to hold one."""
-    brain = pixels > 0
+    the slice as it was and an empty mask when it draws none, or has too little brain to hold one. A pasted kind
+    takes its tissue from `donor`, another slice uint8 (H, W), and sits where both slices are brain."""
+    if kind.pasted and donor is None:
+        raise ValueError("pasted lesions need a donor slice")
+    brain = pixels > 0 if donor is None else (pixels > 0) & (donor > 0)
     centres = np.argwhere(_erode(brain, MARGIN))
     if rng.uniform() >= lesion_rate or len(centres) == 0:
         return pixels, np.zeros(pixels.shape, bool)
     weight = np.zeros(pixels.shape, np.float32)
     contrast = np.ones(pixels.shape, np.float32)
+    lesioned = pixels.astype(np.float32)
     for _ in range(rng.integers(LESIONS_PER_SLICE[0], LESIONS_PER_SLICE[1] + 1)):
-        radius = float(np.exp(rng.uniform(*np.log(RADIUS_RANGE))))
+        radius = float(np.exp(rng.uniform(*np.log(kind.radius_range))))
         one = lesion_weight(pixels.shape, tuple(centres[rng.integers(len(centres))]), radius, rng) * brain
-        contrast = np.where(one > weight, rng.uniform(*kind.contrast), contrast)  # the strongest lesion's contrast
+        if kind.pasted:  # the donor's tissue, scaled to the mean of the tissue it replaces
+            ratio = np.sum(one * lesioned) / max(float(np.sum(one * donor)), 1e-6)
+            lesioned = lesioned * (1 - one) + one * ratio * donor
+        else:
+            contrast = np.where(one > weight, rng.uniform(*kind.contrast), contrast)  # the strongest lesion's
         weight = np.maximum(weight, one)
-    lesioned = pixels.astype(np.float32) * (1 + weight * (contrast - 1))
+    if not kind.pasted:
+        lesioned = lesioned * (1 + weight * (contrast - 1))
     return np.clip(np.rint(lesioned), 0, 255).astype(np.uint8), weight > 0.5
+
+
+def donor_index(cases: np.ndarray, numbers: np.ndarray, index: int, rng: np.random.Generator) -> int:
+    """The slice (an index into cases and numbers, (N,) each) that gives slice `index` its pasted tissue: a slice of
+    another subject, DONOR_SHIFT levels above or below (whichever lies within the subject's slices; the split must
+    hold two subjects)."""
+    others = np.unique(cases[cases != cases[index]])
+    if not others.size:
+        raise InputError("pasted lesions take their tissue from another subject, and the split holds only one")
+    case = rng.choice(others)
+    shift = int(rng.integers(DONOR_SHIFT[0], DONOR_SHIFT[1] + 1)) * (1 if rng.uniform() < 0.5 else -1)
+    levels = numbers[cases == case]
+    level = numbers[index] + shift
+    if not levels.min() <= level <= levels.max():
+        level = numbers[index] - shift
+    level = int(np.clip(level, levels.min(), levels.max()))
+    return int(np.flatnonzero((cases == case) & (numbers == level))[0])
 
 
 def lesioned_arrays(kind: LesionKind, split: str = "test", subjects: synthetic.SubjectSplit = synthetic.SubjectSplit(),
@@ -101,9 +146,10 @@ def lesioned_arrays(kind: LesionKind, split: str = "test", subjects: synthetic.S
     case_ids = subjects.case_ids()[split]
     pixels, cases, numbers = synthetic.subject_arrays(case_ids, seed)
     slices, masks, names = [], [], []
-    for image, case, number in zip(pixels, cases, numbers):
+    for index, (image, case, number) in enumerate(zip(pixels, cases, numbers)):
         rng = np.random.default_rng([seed, int(case), int(number), list(LESION_KINDS).index(kind.name)])
-        lesioned, mask = insert_lesions(image, kind, rng, lesion_rate)
+        donor = pixels[donor_index(cases, numbers, index, rng)] if kind.pasted else None
+        lesioned, mask = insert_lesions(image, kind, rng, lesion_rate, donor)
         slices.append(lesioned)
         masks.append(mask)
         names.append(f"case_{case:03d}_slice_{number}.nii.png")
