@@ -20,6 +20,7 @@ if keras.backend.backend() != "tensorflow":
                       f"{keras.backend.backend()!r}: set KERAS_BACKEND=tensorflow before importing it")
 
 from keras_vqvae.anomaly import AnomalyDetector, AnomalyMaps, AnomalySettings, anomaly_maps  # noqa: E402
+from keras_vqvae.anomaly_masks import MaskSettings, anomaly_masks, calibrate_mask_threshold  # noqa: E402
 from keras_vqvae.calibration import calibrate_threshold  # noqa: E402
 from keras_vqvae.data import (load_slices, make_code_dataset, make_dataset, pixel_variance, read_folder,  # noqa: E402
                               read_images, synthetic_slices)
@@ -46,6 +47,7 @@ __all__ = [
     "CachedSampler", "CachedTransformerSampler", "NoiseSampler", "make_sampler",
     "generate", "Generation", "DiversityMonitor",
     "anomaly_maps", "AnomalyDetector", "AnomalyMaps", "AnomalySettings", "calibrate_threshold",
+    "anomaly_masks", "MaskSettings", "calibrate_mask_threshold",
     "TrainConfig", "export_run",
     "load_slices", "read_folder", "read_images", "synthetic_slices", "make_dataset", "make_code_dataset",
     "pixel_variance",

@@ -7,9 +7,9 @@ codes are unlikely under the prior. Following Pinaya et al. (2021, 2022), for sl
 2. score:   nll_p = -log2 p(z_p | z_<p, c), in bits, each code given the codes before it in raster order and the
             slice position c (the autoregressive factorisation of van den Oord et al. 2016, eq. 1; the prior's
             `code_nll`);
-3. heal:    keep_p = nll_p <= threshold; the prior's sampler redraws every other code from p(z_p | z~_<p, c) given
-            the codes before it, kept or redrawn (Pinaya et al.'s resampling of the low-likelihood tokens), D times
-            with seeded draws: z~_1 .. z~_D;
+3. heal:    keep_p = nll_p <= threshold; the prior's sampler redraws every other code from p(z_p | z~_<p, c) (at
+            `temperature`) given the codes before it, kept or redrawn (Pinaya et al.'s resampling of the
+            low-likelihood tokens), D times with seeded draws: z~_1 .. z~_D;
 4. compare: the healed slices x~_d = decode(z~_d); the residual r = mean_d |x - x~_d| (Pinaya et al.'s residual
             of the healed reconstruction), kept inside the brain (the slice's foreground, eroded by BRAIN_EROSION
             pixels so that the outline's own reconstruction error is left out) and near redrawn codes (the resampling
@@ -48,7 +48,7 @@ from keras_vqvae.models.vqvae import VQVAE
 from keras_vqvae.priors import PriorKind, kind_of, make_sampler
 from keras_vqvae.priors.autoregressive import AutoregressivePrior
 from keras_vqvae.priors.sampler import MAX_SEED, InpaintingSampler, sample_seeds
-from keras_vqvae.settings import Check, at_least, between, check_settings, option
+from keras_vqvae.settings import Check, at_least, between, check_settings, option, positive
 
 BRAIN_EROSION = 5  # the brain mask is the foreground eroded by a 5x5 window (2 pixels at the model's size)
 TOP_FRACTION = 0.01  # a slice's score: the mean of the highest 1% of its anomaly map inside the brain
@@ -66,10 +66,12 @@ class AnomalySettings:
     threshold: float | None = option(None, "per-code NLL in bits above which a code is redrawn (default: the run's "
                                            "calibrated threshold, the --percentile of its validation slices' codes)",
                                      Check(lambda bits: bits is None or bits > 0, "positive"), parse=float)
-    percentile: float = option(CALIBRATION_PERCENTILE, "the percentile of the validation slices' per-code NLL that calibrates the "
-                                     "threshold: codes less likely than this share of healthy codes are redrawn",
-                               between(50.0, 99.99))
+    percentile: float = option(CALIBRATION_PERCENTILE, "the percentile of the validation slices' per-code NLL that "
+                               "calibrates the threshold: codes less likely than this share of healthy codes are "
+                               "redrawn", between(50.0, 99.99))
     draws: int = option(4, "healed code maps drawn per slice; the anomaly map averages their residuals", at_least(1))
+    temperature: float = option(1.0, "temperature of the healing draws: 1 draws as the prior has it, lower nearer "
+                                     "its most likely code", positive)
     smoothing: float = option(1.0, "sigma of the Gaussian that smooths the anomaly map, in pixels of the model's "
                                    "size (0: none)", at_least(0.0))
     seed: int = option(0, "seed of the healing draws: the same seed gives the same maps", between(0, MAX_SEED))
@@ -145,16 +147,15 @@ class AnomalyDetector:
         prior: a prior over its code maps that can score codes and redraw them (see `detection_problem`).
         threshold: per-code NLL in bits above which a code is redrawn; None takes `settings.threshold`. Give it in
             one of the two places (`keras_vqvae.calibration.calibrate_threshold` gives one from healthy slices).
-        settings: draws, smoothing, seed, and the threshold when `threshold` is None.
+        settings: draws, their temperature, smoothing, seed, and the threshold when `threshold` is None.
     """
 
     def __init__(self, vqvae: VQVAE, prior: keras.Model, threshold: float | None = None,
                  settings: AnomalySettings = AnomalySettings()):
-        kind = kind_of(prior)
-        if detection_problem(kind):
-            raise no_detection_error(kind)
-        threshold = _one_threshold(threshold, settings.threshold)
-        self.vqvae, self.prior, self.threshold, self.settings = vqvae, prior, threshold, settings
+        if detection_problem(kind_of(prior)):
+            raise no_detection_error(kind_of(prior))
+        self.vqvae, self.prior, self.settings = vqvae, prior, settings
+        self.threshold = _one_threshold(threshold, settings.threshold)
         self.sampler = make_sampler(None, prior)
         self.downsampling = vqvae.encoder.downsampling
 
@@ -175,7 +176,7 @@ class AnomalyDetector:
         nll = self.prior.code_nll(codes, labels)  # (batch, h, w) bits                              step 2
         keep = nll <= self.threshold  # (batch, h, w)
         healed_codes = self.sampler.draw(  # (batch * D, h, w)                                       step 3
-            healing_seeds(seed, first_index, batch, draws), tf.constant(1.0),
+            healing_seeds(seed, first_index, batch, draws), tf.constant(self.settings.temperature),
             None if labels is None else tf.repeat(labels, draws),
             given=(tf.repeat(codes, draws, axis=0), tf.repeat(keep, draws, axis=0)))
         healed = self.vqvae.decode(healed_codes) + 0.5  # (batch * D, S, S, 1)                        step 4
@@ -222,8 +223,7 @@ class AnomalyDetector:
 
     def _upsampled(self, code_maps):
         """(batch, h, w, 1) -> (batch, S, S, 1): each code's value over the pixels it decodes to."""
-        factor = self.downsampling
-        return tf.repeat(tf.repeat(code_maps, factor, axis=1), factor, axis=2)
+        return tf.repeat(tf.repeat(code_maps, self.downsampling, axis=1), self.downsampling, axis=2)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,9 @@
 A user has healthy slices but no lesion labels, so the threshold on a map is set on healthy validation slices: the
 map value that a chosen share of their brain pixels exceeds (`healthy_threshold`; 1% by default, as autoDDPM sets
 its threshold). At that threshold about that share of healthy brain is flagged, whatever the map's scale.
+`calibrate_mask_threshold` sets it for a detector's maps; `train` keeps it with the run's anomaly calibration
+(RUN_DIR/PRIOR_anomaly.json, under "masks"), `run_mask_calibration` reads it back, or sets it again on the run's
+validation slices for other settings, and `detect` and the SavedModel's `anomaly` endpoint mark the pixels above it.
 
 The post-processing of Baur et al. (2021), also in pDDPM's code: the brain mask eroded (the maps of
 `keras_vqvae.anomaly` already are), the map median-filtered (`median_filtered`), and connected components of the
@@ -15,12 +18,42 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
+from keras_vqvae.anomaly import AnomalyDetector, eroded_brain
+from keras_vqvae.data import SubjectSplit, load_split, make_dataset
+from keras_vqvae.errors import InputError
+from keras_vqvae.settings import Check, at_least, between, check_settings, odd_at_least, option
+
 HEALTHY_FLAGGED = 0.01  # the share of healthy brain pixels above the calibrated threshold
 MEDIAN_BATCH = 16  # maps median-filtered at once
+CALIBRATION_SLICES = 256  # healthy validation slices at most (evenly spaced through the split) for the threshold
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # components connect through edges (4-connectivity)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSettings:
+    """How binary masks are made from anomaly maps (flags --mask-threshold, ... of `python -m keras_vqvae.detect`).
+
+    `mask_threshold` is in the maps' units; None takes the run's calibrated one: the map value that a share `flagged`
+    of the healthy validation slices' brain pixels exceeds, on maps made with the same anomaly settings."""
+
+    mask_threshold: float | None = option(None, "anomaly-map value above which a pixel is marked in the masks "
+                                                "(default: the run's, calibrated so that --flagged of its healthy "
+                                                "validation brain pixels are marked)",
+                                          Check(lambda value: value is None or value >= 0, "not negative"),
+                                          parse=float)
+    flagged: float = option(HEALTHY_FLAGGED, "the share of healthy validation brain pixels that the calibrated mask "
+                                             "threshold marks", between(0.0001, 0.5))
+    median_size: int = option(1, "side of the median filter the maps pass before the threshold (1: none)",
+                              odd_at_least(1))
+    min_pixels: int = option(1, "mask components (4-connected) of fewer pixels are removed (1: none)", at_least(1))
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def healthy_threshold(maps: np.ndarray, brain: np.ndarray, flagged: float = HEALTHY_FLAGGED) -> float:
@@ -80,9 +113,89 @@ def _component(mask: np.ndarray, seen: np.ndarray, start: tuple[int, int]) -> li
     return component
 
 
+def filtered_maps(maps: np.ndarray, median_size: int = 1) -> np.ndarray:
+    """maps (n, H, W) as the masks threshold them: median-filtered (size 1: as they are), float32."""
+    return median_filtered(maps, median_size) if median_size > 1 else np.asarray(maps, np.float32)
+
+
 def anomaly_masks(maps: np.ndarray, threshold: float, median_size: int = 1, min_pixels: int = 1) -> np.ndarray:
-    """Binary masks (n, H, W) bool of maps (n, H, W): median-filtered (size 1: not at all), flagged above
-    `threshold`, and components of fewer than `min_pixels` removed (1: none)."""
-    filtered = median_filtered(maps, median_size) if median_size > 1 else np.asarray(maps, np.float32)
-    masks = filtered > threshold
+    """Binary anomaly masks: the maps median-filtered, flagged above a threshold, and small components removed.
+
+    Args:
+        maps: anomaly maps (n, H, W), e.g. `AnomalyMaps.maps`.
+        threshold: the map value above which a pixel is flagged (`calibrate_mask_threshold` sets one on healthy
+            slices).
+        median_size: side of the median filter applied first (odd; 1: none).
+        min_pixels: connected components (4-connected) of fewer pixels are removed last (1: none).
+
+    Returns:
+        The masks (n, H, W) bool.
+    """
+    masks = filtered_maps(maps, median_size) > threshold
     return without_small_components(masks, min_pixels) if min_pixels > 1 else masks
+
+
+def calibrate_mask_threshold(detector: AnomalyDetector, images: np.ndarray, positions: np.ndarray | None,
+                             settings: MaskSettings = MaskSettings(), batch_size: int = 16, verbose: int = 0) -> dict:
+    """The masks' threshold for a detector's maps, set on healthy slices: the map value (after the median filter)
+    that a share `settings.flagged` of their eroded brain's pixels exceeds.
+
+    Args:
+        detector: the `AnomalyDetector` whose maps the masks are made of.
+        images: healthy slices (n, S, S, 1) float32 in [0, 1] at the VQ-VAE's size.
+        positions: their slice positions (n,), as `AnomalyDetector.examine` takes them; None: any position.
+        settings: the share of healthy brain pixels to flag, and the median filter (`mask_threshold` is not read).
+        batch_size: slices examined at once (a matter of speed and memory only).
+        verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
+
+    Returns:
+        {'mask_threshold', 'healthy_flagged': the share of their brain pixels above it, 'slices', and what the maps
+        were made with: 'flagged', 'median_size', 'threshold' (bits), 'draws', 'temperature', 'smoothing', 'seed'}.
+    """
+    maps = filtered_maps(detector.examine(images, positions, batch_size, verbose).maps, settings.median_size)
+    brain = eroded_brain(np.asarray(images, np.float32)).numpy()[..., 0] > 0  # (n, S, S)
+    threshold = healthy_threshold(maps, brain, settings.flagged)
+    return {"mask_threshold": threshold, "healthy_flagged": float(np.mean(maps[brain] > threshold)),
+            "slices": len(images), **_made_with(detector, settings)}
+
+
+def calibration_subset(count: int) -> np.ndarray:
+    """The indices of the healthy slices, of `count`, that calibrate the masks' threshold: at most
+    CALIBRATION_SLICES, evenly spaced through them (all subjects and levels of a split in its order)."""
+    return np.unique(np.linspace(0, count - 1, min(count, CALIBRATION_SLICES)).round().astype(int))
+
+
+def run_mask_calibration(run, prior_name: str, detector: AnomalyDetector, settings: MaskSettings = MaskSettings(),
+                         verbose: int = 0) -> dict:
+    """The masks' calibration (`calibrate_mask_threshold`) for `detector` of the prior `prior_name` of `run` (a
+    `keras_vqvae.training.RunFolder`): the one kept beside its anomaly threshold in RUN_DIR/PRIOR_anomaly.json when
+    it was made with the same settings, else calibrated now on up to CALIBRATION_SLICES of the run's healthy
+    validation slices (read from its data: an InputError says what to do when they cannot be) and kept there."""
+    calibration, _ = run.read_anomaly_calibration(prior_name)
+    kept = (calibration or {}).get("masks")
+    wanted = _made_with(detector, settings)
+    if isinstance(kept, dict) and all(kept.get(name) == value for name, value in wanted.items()):
+        return kept
+    config = run.read_config()
+    try:
+        split = load_split(config.data, "validate", config.seed, SubjectSplit(*config.synthetic_subjects))
+    except InputError as error:
+        raise InputError(f"the masks' threshold is set on the run's healthy validation slices, which cannot be read "
+                         f"({error}): restore the run's data (detect also takes --mask-threshold)") from None
+    split = split.reordered(calibration_subset(len(split)))
+    if verbose:
+        print(f"calibrating the masks' threshold on {len(split)} healthy validation slices (kept in "
+              f"{run.anomaly_path(prior_name)})")
+    images = np.concatenate([batch.numpy() for batch in make_dataset(split, config.image_size, 64)]) + 0.5
+    positions = np.array(split.slice_numbers, np.int32) if detector.prior.num_classes else None
+    masks = calibrate_mask_threshold(detector, images, positions, settings, verbose=verbose)
+    if calibration is not None:
+        run.write_anomaly_calibration(prior_name, {**calibration, "masks": masks})
+    return masks
+
+
+def _made_with(detector: AnomalyDetector, settings: MaskSettings) -> dict:
+    """What a mask threshold depends on: the maps' settings and the masks' filter and share."""
+    return {"flagged": settings.flagged, "median_size": settings.median_size, "threshold": detector.threshold,
+            "draws": detector.settings.draws, "temperature": detector.settings.temperature,
+            "smoothing": detector.settings.smoothing, "seed": detector.settings.seed}

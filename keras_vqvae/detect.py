@@ -3,9 +3,12 @@
 Every slice of FOLDER is encoded, each of its codes scored by the run's prior, the unlikely ones redrawn as healthy,
 and the healed slices compared with it (see `keras_vqvae.anomaly`). OUT receives, per slice, overlays/NAME.png (the
 slice in grey, its anomaly map in colour, with a colour bar), and for all of them maps.npz (each slice's anomaly map at
-its own height and width, float32, under its file name), scores.csv (file name, score) and summary.png. With --masks
-FOLDER (binary PNGs of the same names: the true lesions) it also measures the maps (pixel AUPRC, best Dice, slice
-AUROC, beside the plain reconstruction residual's) into OUT/metrics.json and prints them as JSON on its last line.
+its own height and width, float32, under its file name), masks/NAME.png (binary, 0 or 255: the map's pixels above
+the masks' threshold, calibrated so that 1% of the run's healthy validation brain pixels are marked, at the model's
+size and brought back to the slice's; see `keras_vqvae.anomaly_masks`), scores.csv (file name, score) and summary.png. With --masks FOLDER (binary PNGs of the
+same names: the true lesions) it also measures the maps (pixel AUPRC, best Dice, slice AUROC, beside the plain
+reconstruction residual's, and the Dice of the masks written) into OUT/metrics.json and prints them as JSON on its
+last line.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_vqvae import cli, plots
-from keras_vqvae.anomaly import AnomalySettings, anomaly_maps, detection_problem, no_detection_error
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, detection_problem, no_detection_error
+from keras_vqvae.anomaly_masks import MaskSettings, anomaly_masks, run_mask_calibration
 from keras_vqvae.calibration import check_positions, run_calibration
 from keras_vqvae.data import make_dataset, read_images
 from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.errors import InputError, existing_folder, folder_to_write
-from keras_vqvae.metrics.detection import detection_metrics
+from keras_vqvae.metrics.detection import detection_metrics, dice
 from keras_vqvae.priors import PRIOR_KINDS
+from keras_vqvae.settings import flag
 from keras_vqvae.training.run_folder import RunFolder, write_atomically
 
 
@@ -95,12 +100,34 @@ def write_scores(path: Path, names: list[str], scores: np.ndarray) -> None:
 
 
 def measured(maps: list[np.ndarray], residual_maps: list[np.ndarray], masks: list[np.ndarray], scores: np.ndarray,
-             residual_scores: np.ndarray) -> dict:
-    """The detection metrics of the healed maps, and of the plain reconstruction residual beside them."""
-    flat = [np.concatenate([m.ravel() for m in arrays]) for arrays in (maps, residual_maps, masks)]
+             residual_scores: np.ndarray, written: list[np.ndarray]) -> dict:
+    """The detection metrics of the healed maps, with the Dice of the masks `written`, and of the plain
+    reconstruction residual beside them."""
+    flat = [np.concatenate([m.ravel() for m in arrays]) for arrays in (maps, residual_maps, masks, written)]
     with_lesion = [m.any() for m in masks]
-    return {"healed": detection_metrics(flat[0], flat[2], scores, with_lesion),
+    return {"healed": {**detection_metrics(flat[0], flat[2], scores, with_lesion), "dice": dice(flat[3], flat[2])},
             "reconstruction": detection_metrics(flat[1], flat[2], residual_scores, with_lesion)}
+
+
+def write_outputs(out: Path, names: list[str], originals: list[np.ndarray], maps: list[np.ndarray],
+                  written: list[np.ndarray], scores: np.ndarray, summary_title: str, model_maps: np.ndarray,
+                  model_images: np.ndarray) -> None:
+    """maps.npz, scores.csv, the overlays, the binary masks and summary.png, into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in ("overlays", "masks"):
+        (out / folder).mkdir(exist_ok=True)
+    write_maps(out / "maps.npz", names, maps)
+    write_scores(out / "scores.csv", names, scores)
+    vmax = max(float(np.percentile(np.concatenate([m.ravel() for m in maps]), 99.9)), 1e-6)
+    for name, original, anomaly, mask, score in zip(names, originals, maps, written, scores):
+        plots.plot_anomaly_overlay(original, anomaly, vmax, out / "overlays" / f"{Path(name).stem}.png",
+                                   f"{name}: score {score:.3g}")
+        path = out / "masks" / f"{Path(name).stem}.png"
+        temporary = path.with_name(path.stem + ".tmp.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(temporary)
+        os.replace(temporary, path)
+    plots.plot_anomaly_summary(model_images[..., 0], model_maps, scores, names,
+                               max(float(np.percentile(model_maps, 99.9)), 1e-6), out / "summary.png", summary_title)
 
 
 def _parser() -> cli.ArgumentParser:
@@ -115,6 +142,7 @@ def _parser() -> cli.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="slices examined at once (default: 16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     cli.add_config_arguments(parser, AnomalySettings)
+    cli.add_config_arguments(parser, MaskSettings)
     return parser
 
 
@@ -123,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     arguments = parser.parse_args(argv)
     settings = cli.config_from_arguments(AnomalySettings, arguments)
-    if {"threshold", "percentile"} <= cli.given_fields(AnomalySettings, arguments):
-        raise InputError(f"--threshold {settings.threshold} replaces the threshold that --percentile "
-                         f"{settings.percentile} would calibrate: give one of them")
+    mask_settings = cli.config_from_arguments(MaskSettings, arguments)
+    given = cli.given_fields(AnomalySettings, arguments) | cli.given_fields(MaskSettings, arguments)
+    for fixed, calibrating in (("threshold", "percentile"), ("mask_threshold", "flagged")):
+        if {fixed, calibrating} <= given:
+            raise InputError(f"{flag(fixed)} {getattr(arguments, fixed)} replaces the threshold that "
+                             f"{flag(calibrating)} {getattr(arguments, calibrating)} would calibrate: give one of them")
     if arguments.batch_size < 1:
         raise InputError(f"--batch-size {arguments.batch_size} is out of range: give a positive number")
     run = RunFolder(arguments.run_dir)
@@ -148,32 +179,29 @@ def main(argv: list[str] | None = None) -> int:
     threshold = settings.threshold
     if threshold is None:
         threshold = run_calibration(run, prior_name, prior, settings.percentile, verbose)["threshold"]
+    detector = AnomalyDetector(vqvae, prior, threshold, settings)
+    mask_threshold = mask_settings.mask_threshold
+    if mask_threshold is None:
+        mask_threshold = run_mask_calibration(run, prior_name, detector, mask_settings, verbose)["mask_threshold"]
     dataset = make_dataset(slices, config.image_size, arguments.batch_size)
     images = np.concatenate([batch.numpy() for batch in dataset]) + 0.5  # (n, S, S, 1) in [0, 1]
     print(f"examining {len(images)} slices of {arguments.images} with the {prior_name} prior: codes above "
-          f"{threshold:.2f} bits redrawn, {settings.draws} draws each (seed {settings.seed})")
-    result = anomaly_maps(vqvae, prior, images, threshold, positions, settings, arguments.batch_size, verbose)
-
+          f"{threshold:.2f} bits redrawn, {settings.draws} draws each (seed {settings.seed}); pixels above "
+          f"{mask_threshold:.4g} marked in the masks")
+    result = detector.examine(images, positions, arguments.batch_size, verbose)
     maps = [to_input_size(result.maps[i:i + 1], *size)[0] for i, size in enumerate(sizes)]
     residual_maps = [to_input_size(result.residual_maps[i:i + 1], *size)[0] for i, size in enumerate(sizes)]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(exist_ok=True)
-    write_maps(out / "maps.npz", names, maps)
-    write_scores(out / "scores.csv", names, result.scores)
-    vmax = max(float(np.percentile(np.concatenate([m.ravel() for m in maps]), 99.9)), 1e-6)
-    for name, original, anomaly, score in zip(names, originals, maps, result.scores):
-        plots.plot_anomaly_overlay(original, anomaly, vmax, out / "overlays" / f"{Path(name).stem}.png",
-                                   f"{name}: score {score:.3g}")
-    plots.plot_anomaly_summary(images[..., 0], result.maps, result.scores, names,
-                               max(float(np.percentile(result.maps, 99.9)), 1e-6), out / "summary.png",
-                               f"the {min(8, len(names))} highest-scoring of {len(names)} slices of "
-                               f"{arguments.images} ({prior_name} prior, threshold {threshold:.2f} bits)")
-    print(f"wrote maps.npz, scores.csv, summary.png and {len(names)} overlays to {out}")
+    model_masks = anomaly_masks(result.maps, mask_threshold, mask_settings.median_size, mask_settings.min_pixels)
+    written = [to_input_size(model_masks[i:i + 1], *size)[0] > 0.5 for i, size in enumerate(sizes)]
+    write_outputs(out, names, originals, maps, written, result.scores,
+                  f"the {min(8, len(names))} highest-scoring of {len(names)} slices of {arguments.images} "
+                  f"({prior_name} prior, threshold {threshold:.2f} bits)", result.maps, images)
+    print(f"wrote maps.npz, scores.csv, summary.png, {len(names)} overlays and {len(names)} masks to {out}")
     if masks is not None:
         metrics = {"images": str(arguments.images), "masks": str(arguments.masks), "slices": len(names),
                    "slices_with_lesions": int(sum(m.any() for m in masks)), "prior": prior_name,
-                   "threshold_bits": threshold,
-                   **measured(maps, residual_maps, masks, result.scores, result.residual_scores)}
+                   "threshold_bits": threshold, "mask_threshold": mask_threshold,
+                   **measured(maps, residual_maps, masks, result.scores, result.residual_scores, written)}
         write_atomically(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         print(json.dumps(metrics))
     return 0

@@ -21,9 +21,10 @@ Endpoints of the SavedModel, for a model of S x S images and h x w code maps wit
                             for a prior conditioned on them (-1 or left out: any position) -> {"maps": (batch, S, S)
                             float32 anomaly maps, "scores": (batch,), "nll": (batch, h, w) bits per code, "healed":
                             (batch, D, S, S, 1) in [0, 1], "residual_maps": (batch, S, S) the plain reconstruction
-                            residual}; with the run's calibrated threshold, the maps `keras_vqvae.anomaly_maps` and
-                            `python -m keras_vqvae.detect` give for the same seed (only with a prior that scores
-                            codes: the PixelCNN or the transformer)
+                            residual, "masks": (batch, S, S) bool, the maps above the run's calibrated mask
+                            threshold}; with the run's calibrated thresholds, the maps and masks
+                            `keras_vqvae.anomaly_maps` and `python -m keras_vqvae.detect` give for the same seed
+                            (only with a prior that scores codes: the PixelCNN or the transformer)
 
 Load it with `model = tf.saved_model.load(DIR)` and call, e.g., `model.sample(16, 0)["images"]`, keeping `model`
 while its endpoints are used (TensorFlow frees the variables with the loaded object). Bad inputs stop with an error
@@ -43,6 +44,7 @@ import keras
 import tensorflow as tf
 
 from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, detection_problem
+from keras_vqvae.anomaly_masks import run_mask_calibration
 from keras_vqvae.calibration import run_calibration
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.models.vqvae import VQVAE
@@ -53,7 +55,7 @@ from keras_vqvae.settings import flag, flat_values, shown
 from keras_vqvae.training.config import TrainConfig
 from keras_vqvae.training.run_folder import RunFolder
 
-ANOMALY_OUTPUTS = ("maps", "scores", "nll", "healed", "residual_maps")
+ANOMALY_OUTPUTS = ("maps", "scores", "nll", "healed", "residual_maps")  # and "masks"
 
 ONE_LINER_WARNING = ("Keep the loaded object in a variable, as below: TensorFlow frees the model's variables with it, "
                      "so `tf.saved_model.load(\"saved_model\").sample(8, 0)` in one expression fails with \"Called a "
@@ -76,13 +78,12 @@ def _checked(value, *checks):
 class _Endpoints:
     """The graphs behind the endpoints, for one VQ-VAE of `image_size` images and an optional prior."""
 
-    def __init__(self, vqvae: VQVAE, image_size: int, prior: keras.Model | None, anomaly_threshold: float | None):
-        self.vqvae, self.image_size = vqvae, image_size
+    def __init__(self, vqvae: VQVAE, image_size: int, prior: keras.Model | None,
+                 detector: AnomalyDetector | None, mask_threshold: float | None):
+        self.vqvae, self.image_size, self.detector, self.mask_threshold = vqvae, image_size, detector, mask_threshold
         self.grid_shape = (image_size // vqvae.encoder.downsampling,) * 2
         self.num_embeddings = vqvae.quantizer.num_embeddings
         self.sampler = None if prior is None else make_sampler(None, prior)
-        self.detector = None if anomaly_threshold is None else AnomalyDetector(vqvae, prior, anomaly_threshold,
-                                                                               AnomalySettings())
 
     def model_images(self, images):
         """(batch, S, S, 1) uint8 0..255 or float32 0..1, checked -> float32 in the model's [-0.5, 0.5]."""
@@ -150,7 +151,7 @@ class _Endpoints:
                                  lambda p: tf.debugging.assert_equal(tf.size(p), tf.shape(images)[0],
                                                                      message="give one position per image"))
         result = self.detector.detect(images, seed, 0, positions)
-        return {name: result[name] for name in ANOMALY_OUTPUTS}
+        return {**{name: result[name] for name in ANOMALY_OUTPUTS}, "masks": result["maps"] > self.mask_threshold}
 
 
 def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
@@ -163,10 +164,13 @@ def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
 
 
 def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = None,
-                  anomaly_threshold: float | None = None):
+                  anomaly_threshold: float | None = None, mask_threshold: float | None = None):
     """A `keras.export.ExportArchive` with the endpoints this module describes (`sample` only with a prior,
-    `anomaly` only with the threshold, in bits per code, of a prior that can score codes)."""
-    endpoints = _Endpoints(vqvae, image_size, prior, anomaly_threshold)
+    `anomaly` only with the thresholds of a prior that can score codes: bits per code, and the masks' map value)."""
+    if (anomaly_threshold is None) != (mask_threshold is None):
+        raise ValueError("the anomaly endpoint takes both thresholds, the codes' and the masks'")
+    detector = None if anomaly_threshold is None else AnomalyDetector(vqvae, prior, anomaly_threshold)
+    endpoints = _Endpoints(vqvae, image_size, prior, detector, mask_threshold)
     archive = keras.export.ExportArchive()
     # The first signature traced is the one TF Serving sees (float images; every sample argument); Python calls get
     # all of them. Rank and size are checked in the graph.
@@ -211,10 +215,12 @@ def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -
     if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
         raise InputError(f"{out} exists and holds something other than a SavedModel: give a new or empty --out")
     config, vqvae, model = run.load(prior)
-    threshold = None
+    threshold = mask_threshold = None
     if model is not None and detection_problem(kind_of(model)) is None:
         threshold = run_calibration(run, prior, model, verbose=0)["threshold"]
-    archive = build_archive(vqvae, config.image_size, model, threshold)
+        detector = AnomalyDetector(vqvae, model, threshold)
+        mask_threshold = run_mask_calibration(run, prior, detector)["mask_threshold"]
+    archive = build_archive(vqvae, config.image_size, model, threshold, mask_threshold)
     temporary = out.with_name(out.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(str(temporary), verbose=False)

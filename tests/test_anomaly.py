@@ -19,7 +19,7 @@ from keras_vqvae.calibration import calibrate_threshold
 from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.data import make_dataset, read_images
 from keras_vqvae.data import __main__ as data_command
-from keras_vqvae.data.lesions import LESION_KINDS, insert_lesions, lesioned_arrays
+from keras_vqvae.data.lesions import LESION_KINDS, donor_index, insert_lesions, lesioned_arrays
 from keras_vqvae.data.synthetic import SubjectSplit
 from keras_vqvae.metrics.detection import auprc, auroc, best_dice, detection_metrics, dice
 from keras_vqvae.priors import PRIOR_KINDS, CodeTransformer, GatedPixelCNN, Sampler, make_sampler
@@ -27,6 +27,7 @@ from keras_vqvae.priors.sampler import sample_seeds
 from keras_vqvae.savedmodel import export_run
 from keras_vqvae import plots
 from keras_vqvae.training import RunFolder
+from conftest import copy_run
 
 GRID = (4, 5)
 PRIORS = {
@@ -296,10 +297,16 @@ def from_the_function(trained_run, models, lesions):
 
 
 @pytest.fixture(scope="module")
-def detected(trained_run, lesions, tmp_path_factory):
+def detecting_run(trained_run, tmp_path_factory):
+    """A copy of the tiny run for the commands that keep a calibration in it (the masks' of other settings)."""
+    return copy_run(trained_run, tmp_path_factory.mktemp("detecting"))
+
+
+@pytest.fixture(scope="module")
+def detected(detecting_run, lesions, tmp_path_factory):
     out = tmp_path_factory.mktemp("detected") / "out"
-    assert detect.main([str(trained_run), "--images", str(lesions[0]), "--masks", str(lesions[1]), "--out", str(out),
-                        "--draws", "2", "--quiet"]) == 0
+    assert detect.main([str(detecting_run), "--images", str(lesions[0]), "--masks", str(lesions[1]), "--out",
+                        str(out), "--draws", "2", "--quiet"]) == 0
     return out
 
 
@@ -334,8 +341,29 @@ def test_the_command_writes_overlays_maps_scores_a_summary_and_metrics(detected,
     assert coloured[:summary.shape[0] // 2, :summary.shape[1] // 3].sum() > 100  # the first slice's map, top left
     assert coloured[2 * summary.shape[0] // 3:].sum() > 100  # the histogram's bars, below them
     metrics = json.loads((detected / "metrics.json").read_text())
-    assert set(metrics["healed"]) == set(metrics["reconstruction"]) == {"auprc", "best_dice", "best_dice_threshold",
-                                                                       "slice_auroc"}
+    assert set(metrics["reconstruction"]) == {"auprc", "best_dice", "best_dice_threshold", "slice_auroc"}
+    assert set(metrics["healed"]) == {*metrics["reconstruction"], "dice"}
+
+
+def test_the_command_writes_masks_at_the_threshold_calibrated_on_healthy_validation_slices(detected, detecting_run,
+                                                                                           lesions, from_the_function):
+    calibration = RunFolder(detecting_run).read_anomaly_calibration("pixelcnn")[0]["masks"]
+    assert calibration["draws"] == 2 and calibration["flagged"] == 0.01  # set again for the command's two draws
+    assert 0 < calibration["healthy_flagged"] <= 0.01
+    maps = np.load(detected / "maps.npz")
+    names = sorted(maps.files)
+    assert sorted(path.name for path in (detected / "masks").iterdir()) == names
+    written = np.stack([np.asarray(Image.open(detected / "masks" / name)) for name in names])
+    assert set(np.unique(written)) <= {0, 255}
+    _, _, function_names, result = from_the_function  # the same slices, maps and draws at the model's size
+    assert function_names == names
+    at_model_size = (result.maps > calibration["mask_threshold"]).astype(np.float32)
+    np.testing.assert_array_equal(written > 0, to_input_size(at_model_size, 256, 256) > 0.5)
+    assert 0 < (written > 0).mean() < 0.2
+    truth = np.stack([np.asarray(Image.open(lesions[1] / name)) > 0 for name in names])
+    metrics = json.loads((detected / "metrics.json").read_text())
+    assert metrics["mask_threshold"] == calibration["mask_threshold"]
+    assert metrics["healed"]["dice"] == pytest.approx(dice(written > 0, truth))
 
 
 def test_the_commands_metrics_equal_an_independent_computation(detected, lesions, capsys):
@@ -370,6 +398,8 @@ def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained
     np.testing.assert_allclose(endpoint["maps"].numpy(), default.maps, atol=1e-6)
     np.testing.assert_allclose(endpoint["scores"].numpy(), default.scores, atol=1e-6)
     np.testing.assert_allclose(endpoint["nll"].numpy(), default.nll, rtol=1e-5)
+    mask_threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")[0]["masks"]["mask_threshold"]
+    np.testing.assert_array_equal(endpoint["masks"].numpy(), default.maps > mask_threshold)
     as_bytes = exported.anomaly(tf.constant(np.round(images[:2] * 255).astype(np.uint8)))  # any position, seed 0
     assert as_bytes["maps"].shape == (2, config.image_size, config.image_size)
 
@@ -434,6 +464,9 @@ def test_a_run_without_a_prior_that_scores_codes_is_refused(trained_run, lesions
     (["--percentile", "100"], "--percentile 100.0 is out of range (it must be between 50.0 and 99.99)"),
     (["--percentile", "99", "--threshold", "5"], "--threshold 5.0 replaces the threshold that --percentile 99.0 would "
                                                  "calibrate: give one of them"),
+    (["--flagged", "0.02", "--mask-threshold", "0.1"], "--mask-threshold 0.1 replaces the threshold that --flagged "
+                                                       "0.02 would calibrate: give one of them"),
+    (["--median-size", "4"], "--median-size 4 is out of range (it must be odd and at least 1)"),
 ])
 def test_bad_flags_are_named(trained_run, lesions, tmp_path, capsys, flags, message):
     error = run_with_error(capsys, trained_run, "--images", lesions[0], "--out", tmp_path / "o", *flags)
@@ -449,7 +482,7 @@ def test_a_missing_images_folder_and_a_folder_that_is_no_run_are_named(trained_r
 
 # --- the lesions -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", LESION_KINDS)
+@pytest.mark.parametrize("kind", ["bright", "dark"])
 def test_lesions_are_smooth_blobs_inside_the_brain_brighter_or_darker_than_their_tissue(kind):
     slices, masks, names = lesioned_arrays(LESION_KINDS[kind], "test", SubjectSplit(1, 1, 1), lesion_rate=0.6)
     healthy, _, _ = lesioned_arrays(LESION_KINDS[kind], "test", SubjectSplit(1, 1, 1), lesion_rate=1e-9)
@@ -463,6 +496,37 @@ def test_lesions_are_smooth_blobs_inside_the_brain_brighter_or_darker_than_their
     assert area.min() < 100 and area.max() > 300  # from a few pixels to a few percent of the brain
     changed = slices != healthy  # the edge is soft: changed pixels reach a little beyond the mask
     assert changed[masks].mean() > 0.95 and (changed & ~masks).sum() > 0
+
+
+def test_pasted_tissue_brings_the_donors_texture_at_the_mean_intensity_of_the_tissue_it_replaces():
+    rows, columns = np.mgrid[0:96, 0:96]
+    brain = np.hypot(rows - 48, columns - 48) < 40
+    pixels = np.where(brain, 100, 0).astype(np.uint8)  # flat tissue
+    donor = np.where(brain, np.where(columns % 4 < 2, 60, 140), 0).astype(np.uint8)  # stripes of the same mean
+    lesioned, mask = insert_lesions(pixels, LESION_KINDS["pasted"], np.random.default_rng(3), 1.0, donor)
+    assert mask.sum() > 50 and not mask[~brain].any()
+    inside = lesioned[mask].astype(float)
+    assert abs(inside.mean() - 100) < 5  # the intensity alone cannot tell it
+    assert inside.std() > 25  # the donor's stripes
+    np.testing.assert_array_equal(lesioned[~brain], 0)
+    with pytest.raises(ValueError, match="donor"):
+        insert_lesions(pixels, LESION_KINDS["pasted"], np.random.default_rng(3), 1.0)
+
+
+def test_pasted_tissue_comes_from_another_subject_six_to_twelve_levels_away_and_keeps_the_mean():
+    cases, numbers = np.repeat([4, 5, 6], 32), np.tile(np.arange(32), 3)
+    for index in (0, 3, 20, 31, 40):
+        donors = {donor_index(cases, numbers, index, np.random.default_rng(seed)) for seed in range(30)}
+        assert all(cases[d] != cases[index] and 6 <= abs(numbers[d] - numbers[index]) <= 12 for d in donors)
+        assert len({cases[d] for d in donors}) == 2
+    with pytest.raises(InputError, match="only one"):
+        donor_index(np.zeros(32, int), np.arange(32), 3, np.random.default_rng(0))
+    slices, masks, _ = lesioned_arrays(LESION_KINDS["pasted"], "test", SubjectSplit(1, 1, 2), lesion_rate=0.6)
+    healthy, _, _ = lesioned_arrays(LESION_KINDS["pasted"], "test", SubjectSplit(1, 1, 2), lesion_rate=1e-9)
+    assert 0.3 < masks.any(axis=(1, 2)).mean() < 0.9 and not masks[healthy == 0].any()
+    ratio = slices[masks].astype(float).mean() / healthy[masks].astype(float).mean()
+    assert 0.9 < ratio < 1.1  # at the tissue's mean intensity
+    assert np.abs(slices[masks].astype(float) - healthy[masks]).mean() > 10  # but other tissue
 
 
 def test_the_same_seed_writes_the_same_lesions_and_slices_without_brain_get_none():

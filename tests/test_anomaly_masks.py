@@ -1,11 +1,24 @@
 """Binary masks from anomaly maps: the healthy threshold flags the share of healthy brain asked for, the median
-filter removes a lone spike and keeps a blob, small components go and large ones stay, on hand-made maps."""
+filter removes a lone spike and keeps a blob, small components go and large ones stay, on hand-made maps; the
+calibration of a detector's threshold on healthy slices, and the run's, kept and read back."""
+
+import dataclasses
+import json
+import sys
+import types
 
 import numpy as np
 import pytest
 
-from keras_vqvae.anomaly_masks import (MEDIAN_BATCH, anomaly_masks, healthy_threshold, median_filtered,
-                                      without_small_components)
+from keras_vqvae import InputError
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings
+from keras_vqvae.anomaly_masks import (CALIBRATION_SLICES, MEDIAN_BATCH, MaskSettings, anomaly_masks,
+                                      calibrate_mask_threshold, calibration_subset, healthy_threshold,
+                                      median_filtered, run_mask_calibration, without_small_components)
+from keras_vqvae.training import RunFolder
+from conftest import copy_run
+
+masks_module = sys.modules["keras_vqvae.anomaly_masks"]  # the module: the package's name of it is the function
 
 
 def test_the_healthy_threshold_flags_the_share_of_healthy_brain_pixels_asked_for():
@@ -66,3 +79,85 @@ def test_the_median_filter_gives_each_map_the_same_whatever_batch_it_falls_in():
     together = median_filtered(maps, 3)
     for index in (0, MEDIAN_BATCH - 1, MEDIAN_BATCH, MEDIAN_BATCH + 2):
         np.testing.assert_array_equal(together[index], median_filtered(maps[index:index + 1], 3)[0])
+
+
+class MapsDetector:
+    """Stands in for an AnomalyDetector: its maps are given, whatever it examines."""
+
+    def __init__(self, maps, settings=AnomalySettings()):
+        self.maps, self.settings, self.threshold, self.examined = maps, settings, 7.5, []
+
+    def examine(self, images, positions=None, batch_size=16, verbose=0):
+        self.examined.append((len(images), positions))
+        return types.SimpleNamespace(maps=self.maps)
+
+
+def test_the_calibrated_threshold_marks_the_share_of_healthy_brain_asked_for_and_says_so():
+    rng = np.random.default_rng(1)
+    images = np.zeros((6, 40, 40, 1), np.float32)
+    images[:, 5:35, 5:35] = 0.6  # the brain; eroded by 2 pixels, 26 x 26 of it count
+    maps = rng.random((6, 40, 40)).astype(np.float32)
+    maps[:, :7] = 50.0  # outside the eroded brain: never counted, never the threshold
+    detector = MapsDetector(maps)
+    calibration = calibrate_mask_threshold(detector, images, np.arange(6), MaskSettings(flagged=0.05))
+    inside = np.zeros((6, 40, 40), bool)
+    inside[:, 7:33, 7:33] = True
+    assert calibration["mask_threshold"] < 1.0
+    assert calibration["healthy_flagged"] == pytest.approx((maps[inside] > calibration["mask_threshold"]).mean())
+    assert 0.045 < calibration["healthy_flagged"] <= 0.05
+    assert calibration == {**calibration, "slices": 6, "flagged": 0.05, "median_size": 1, "threshold": 7.5,
+                           "draws": 4, "temperature": 1.0, "smoothing": 1.0, "seed": 0}
+    filtered = calibrate_mask_threshold(detector, images, None, MaskSettings(flagged=0.05, median_size=3))
+    assert filtered["median_size"] == 3 and filtered["mask_threshold"] != calibration["mask_threshold"]
+
+
+def test_the_calibration_takes_at_most_its_number_of_slices_evenly_spaced():
+    np.testing.assert_array_equal(calibration_subset(5), np.arange(5))
+    chosen = calibration_subset(4 * CALIBRATION_SLICES)
+    assert len(chosen) == CALIBRATION_SLICES and chosen[0] == 0 and chosen[-1] == 4 * CALIBRATION_SLICES - 1
+    assert set(np.diff(chosen)) <= {4, 5}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"flagged": 0.0}, "--flagged 0.0 is out of range (it must be between 0.0001 and 0.5)"),
+    ({"median_size": 4}, "--median-size 4 is out of range (it must be odd and at least 1)"),
+    ({"min_pixels": 0}, "--min-pixels 0 is out of range (it must be at least 1)"),
+    ({"mask_threshold": -1.0}, "--mask-threshold -1.0 is out of range (it must be not negative)"),
+])
+def test_bad_mask_settings_are_named(settings, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MaskSettings(**settings)
+
+
+def test_train_keeps_the_masks_threshold_and_the_run_reads_it_back_or_sets_it_for_other_settings(
+        trained_run, tmp_path, monkeypatch):
+    run = RunFolder(copy_run(trained_run, tmp_path))
+    kept = run.read_anomaly_calibration("pixelcnn")[0]
+    config, vqvae, prior = run.load("pixelcnn")
+    detector = AnomalyDetector(vqvae, prior, kept["threshold"])
+    assert kept["masks"]["threshold"] == kept["threshold"] and kept["masks"]["slices"] == 32  # one subject
+    assert 0 < kept["masks"]["healthy_flagged"] <= 0.01
+
+    def no_data(*arguments):
+        raise AssertionError("the run's data was read")
+
+    monkeypatch.setattr(masks_module, "load_split", no_data)
+    assert run_mask_calibration(run, "pixelcnn", detector) == kept["masks"]  # the settings it was made with
+    monkeypatch.undo()
+    two_draws = AnomalyDetector(vqvae, prior, kept["threshold"], AnomalySettings(draws=2))
+    again = run_mask_calibration(run, "pixelcnn", two_draws)
+    assert again["draws"] == 2 and again["slices"] == 32
+    on_disk = json.loads(run.anomaly_path("pixelcnn").read_text())
+    assert on_disk["masks"] == again and on_disk["threshold"] == kept["threshold"]  # the code threshold kept
+    remade = run_mask_calibration(run, "pixelcnn", detector)  # set again on the validation slices, from the data
+    assert remade == {**kept["masks"], "mask_threshold": pytest.approx(kept["masks"]["mask_threshold"], rel=1e-5),
+                      "healthy_flagged": pytest.approx(kept["masks"]["healthy_flagged"], rel=1e-3)}
+
+    def data_gone(*arguments):
+        raise InputError("data folder /nowhere does not exist: give the folder of slices")
+
+    monkeypatch.setattr(masks_module, "load_split", data_gone)
+    with pytest.raises(InputError, match=r"healthy validation slices, which cannot be read \(data folder /nowhere "
+                                         r"does not exist.*\): restore the run's data \(detect also takes "
+                                         r"--mask-threshold\)"):
+        run_mask_calibration(run, "pixelcnn", detector, dataclasses.replace(MaskSettings(), flagged=0.02))

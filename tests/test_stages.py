@@ -113,15 +113,25 @@ def test_predict_samples_with_the_runs_own_prior_when_none_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_damaged_calibration_is_named_and_made_again_from_the_kept_code_maps(run_copy, capsys):
+def test_a_damaged_calibration_is_named_and_made_again_from_the_kept_code_maps_and_the_validation_slices(
+        run_copy, capsys):
     calibration = run_copy / "pixelcnn_anomaly.json"
     kept = json.loads(calibration.read_text())
     calibration.write_text('{"threshold": 2.')  # cut short
     config = json.loads((run_copy / "config.json").read_text())
     (run_copy / "config.json").write_text(json.dumps({**config, "data": str(run_copy / "moved away")}))
+    # the code threshold needs only the kept code maps; the masks' needs the validation slices, which have moved
+    assert export.main([str(run_copy), "--prior", "pixelcnn", "--out", str(run_copy / "exported")]) == 2
+    captured = capsys.readouterr()
+    assert f"note: {calibration} is damaged (JSONDecodeError" in captured.out
+    assert "the masks' threshold is set on the run's healthy validation slices, which cannot be read" in captured.err
+    assert "restore the run's data" in captured.err and not (run_copy / "exported").exists()
+    again = json.loads(calibration.read_text())
+    assert again["threshold"] == pytest.approx(kept["threshold"], rel=1e-5) and "masks" not in again
+    (run_copy / "config.json").write_text(json.dumps(config))  # the data back: the same command goes through
     assert export.main([str(run_copy), "--prior", "pixelcnn", "--out", str(run_copy / "exported")]) == 0
-    assert f"note: {calibration} is damaged (JSONDecodeError" in capsys.readouterr().out
-    assert json.loads(calibration.read_text())["threshold"] == pytest.approx(kept["threshold"], rel=1e-5)
+    masks = json.loads(calibration.read_text())["masks"]
+    assert masks["mask_threshold"] == pytest.approx(kept["masks"]["mask_threshold"], rel=1e-4)
 
 
 @pytest.mark.slow

@@ -7,9 +7,10 @@
 from keras_vqvae.data.codes import make_code_dataset
 from keras_vqvae.data.datasets import make_dataset, pixel_variance
 from keras_vqvae.data.sets import SliceSet, Slices
-from keras_vqvae.data.slices import (OASIS_FOLDERS, extra_synthetic_slices, load_slices, read_folder, read_images,
-                                     synthetic_slices)
+from keras_vqvae.data.slices import (OASIS_FOLDERS, extra_synthetic_slices, load_slices, load_split, read_folder,
+                                     read_images, synthetic_slices)
 from keras_vqvae.data.synthetic import SubjectSplit, make_subject
 
-__all__ = ["OASIS_FOLDERS", "SliceSet", "Slices", "SubjectSplit", "extra_synthetic_slices", "load_slices", "make_code_dataset", "make_dataset",
-           "make_subject", "pixel_variance", "read_folder", "read_images", "synthetic_slices"]
+__all__ = ["OASIS_FOLDERS", "SliceSet", "Slices", "SubjectSplit", "extra_synthetic_slices", "load_slices",
+           "load_split", "make_code_dataset", "make_dataset", "make_subject", "pixel_variance", "read_folder",
+           "read_images", "synthetic_slices"]

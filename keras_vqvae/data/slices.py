@@ -58,6 +58,15 @@ def load_slices(path: str | Path | None = None, seed: int = 0,
     return read_folder(path, seed)
 
 
+def load_split(path: str | Path | None, name: str, seed: int = 0,
+               synthetic_subjects: synthetic.SubjectSplit = synthetic.SubjectSplit()) -> SliceSet:
+    """The split `name` ('train', 'validate' or 'test') of the source `load_slices` reads, without making the
+    other splits' virtual subjects when it is the embedded data."""
+    if path is None:
+        return _synthetic_set(name, *synthetic.subject_arrays(synthetic_subjects.case_ids()[name], seed))
+    return dict(zip(synthetic.SPLITS, read_folder(path, seed).splits()))[name]
+
+
 def synthetic_slices(subjects: synthetic.SubjectSplit = synthetic.SubjectSplit(), seed: int = 0) -> Slices:
     """The embedded default data: virtual subjects made from the MNI152 template, in memory.
 

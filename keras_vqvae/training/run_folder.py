@@ -11,8 +11,8 @@ and write of it.
     position_network.keras             the slice-position network the generation metrics judge anatomy with
     PRIOR_checkpoints/, PRIOR_history.csv, PRIOR.keras
                                        the same for each prior trained, PRIOR being its kind's name (pixelcnn, transformer, dcgan)
-    PRIOR_anomaly.json                 the prior's anomaly threshold, calibrated on the validation slices (priors
-                                       that score codes; see keras_vqvae.anomaly)
+    PRIOR_anomaly.json                 the prior's anomaly thresholds, the codes' and the masks', calibrated on the
+                                       validation slices (priors that score codes; see keras_vqvae.anomaly_masks)
     logs/                              TensorBoard logs (vqvae/, and one folder per prior)
     metrics.json                       test metrics of each stage, generation metrics, training throughput
     plots/                             loss curves; originals beside reconstructions; PRIOR_samples.png

@@ -18,7 +18,8 @@ import keras
 import numpy as np
 
 from keras_vqvae import plots
-from keras_vqvae.anomaly import detection_problem
+from keras_vqvae.anomaly import AnomalyDetector, detection_problem
+from keras_vqvae.anomaly_masks import calibrate_mask_threshold, calibration_subset
 from keras_vqvae.batching import apply_in_batches, slices_of
 from keras_vqvae.calibration import calibrate_threshold
 from keras_vqvae.data import make_code_dataset
@@ -146,7 +147,7 @@ class VQVAEStage:
 
 class PriorStage:
     """Trains (or resumes) a prior of `kind` over the code maps of the run's VQ-VAE, evaluates it, calibrates its
-    anomaly threshold (priors that make anomaly maps) and draws new slices.
+    anomaly thresholds (priors that make anomaly maps: the codes' and the masks') and draws new slices.
 
     Args:
         config: the run's configuration.
@@ -221,8 +222,16 @@ class PriorStage:
                    **evaluate(model, {split: self.dataset(split) for split in ("validate", "test")}, self.verbose)}
         if detection_problem(self.kind) is None:
             calibration = calibrate_threshold(model, self.codes["validate"], self.labels("validate"))
+            chosen = calibration_subset(len(self.codes["validate"]))
+            labels = self.labels("validate")
+            if self.verbose:
+                print(f"calibrating the anomaly masks' threshold on {len(chosen)} healthy validation slices")
+            calibration["masks"] = calibrate_mask_threshold(
+                AnomalyDetector(self.vqvae, model, calibration["threshold"]), self.splits.images("validate")[chosen],
+                None if labels is None else labels[chosen], verbose=progress(self.verbose))
             self.run.write_anomaly_calibration(self.kind.name, calibration)
             results["anomaly_threshold"] = calibration["threshold"]
+            results["anomaly_mask_threshold"] = calibration["masks"]["mask_threshold"]
         return results
 
     def generate(self, model: keras.Model) -> tuple[Generation, float]:
