@@ -1,36 +1,46 @@
-"""How well a run's anomaly maps find synthetic lesions, against the plain reconstruction residual, as JSON.
+"""How well a run's anomaly maps find synthetic lesions, against the baselines of the field, at thresholds set without
+the test labels, as JSON.
 
-    python benchmarks/anomaly.py --run-dir RUN                            # the test split, bright and dark lesions
-    python benchmarks/anomaly.py --run-dir RUN --split validate           # the split to tune settings on
+    python benchmarks/anomaly.py --run-dir RUN                            # bright, dark and pasted lesions
     python benchmarks/anomaly.py --run-dir RUN --figure docs/anomaly_maps.png
+    python benchmarks/anomaly.py --run-dir RUN --validation-only --temperature 0.1     # a setting, on validation
 
-For each kind of lesion (`keras_vqvae.data.lesions`), the run's split of the embedded data gets lesions on half its
-slices (seeded by the run's seed) and is examined as `python -m keras_vqvae.detect` examines it: the maps at the
-model's size, brought back to 256 x 256, measured against the masks over all pixels of the split
-(`keras_vqvae.metrics.detection`). Three maps are measured:
+For each kind of lesion (`keras_vqvae.data.lesions`), the run's validation and test splits of the embedded data get
+lesions on half their slices (seeded by the run's seed) and are examined as `python -m keras_vqvae.detect` examines
+them: the maps at the model's size, brought back to 256 x 256, measured against the masks over all pixels of a split
+(`keras_vqvae.metrics.detection`). The maps:
 
 * `healed`: the package's anomaly maps, the residual of the prior-healed slices near redrawn codes;
-* `healed_everywhere`: the same residual over the whole (eroded) brain, not only near redrawn codes (what
-  limiting it to redrawn codes adds);
-* `reconstruction`: the plain residual |x - reconstruction|, masked and smoothed alike: a baseline;
-* `intensity`: the slice itself (bright lesions) or one minus it (dark ones), masked and smoothed alike: the
-  baseline that needs no training (Meissen et al. 2021, `keras_vqvae.anomaly_baselines`);
-* `nll`: the prior's per-code NLL laid over each code's pixels, masked and smoothed alike: the likelihood alone.
+* `reconstruction`: the plain residual |x - reconstruction|, masked and smoothed alike;
+* `intensity_bright`, `intensity_dark`: the slice itself, or one minus it, masked and smoothed alike: the baseline
+  that needs no training (Meissen et al. 2021, `keras_vqvae.anomaly_baselines`); bright lesions get the first, dark
+  ones the second, pasted tissue (whose mean intensity is the tissue's) both;
+* `nll`: the prior's per-code NLL laid over each code's pixels, masked and smoothed alike: the likelihood alone;
+* `healed_times_nll`: the healed map times the NLL map, a combination measured on the validation split.
 
-Slice AUROC is given for each map's score (the mean of its top 1% inside the brain; the healed maps' for both healed
-maps) and for two summaries of the per-code NLL: the slice's total, and its excess over the threshold (sum of
-max(nll - threshold, 0)).
+Each map gets two thresholds, neither from the test labels: `healthy`, the map value that --flagged (1%) of the
+healthy validation slices' brain pixels exceed (`keras_vqvae.anomaly_masks.healthy_threshold`, what `detect` uses
+for its masks), and `validation`, the one of the best Dice on the lesioned validation split. On the test split each
+map reports pixel AUPRC, the oracle best Dice (its threshold chosen on the test labels), the Dice of the masks at
+each threshold (after the --median-size filter and the removal of components under --min-pixels pixels), the share
+of the healthy test slices' brain pixels those masks mark, and slice AUROC of its score (the mean of its top 1% inside
+the brain; the healed map's is the detector's). `postprocessing` measures the healed masks on the lesioned
+validation split for several median filters and smallest components, each at its own healthy threshold, and with a
+healthy threshold per slice position.
 
-`healthy` examines the same split without lesions: brain SSIM of the healed slices (each draw) against that of the
+`healthy` examines the test split without lesions: brain SSIM of the healed slices (each draw) against that of the
 plain reconstructions (healing must not redraw healthy anatomy), and the share of codes redrawn. `seconds_per_slice`
-times the examination of the lesioned slices after a first batch has been traced. Nothing is trained; the threshold
-is the run's calibration at --percentile (calibrated on the healthy validation slices when the run has none).
-Progress goes to stderr and the JSON alone to stdout.
+times the examination of the lesioned test slices (a first batch traced before and not timed). With
+--validation-only, the lesioned validation split stands for the test split and its healthy slices for the healthy
+test slices (the `validation` threshold is then an oracle too): for comparing settings at half the cost, never for
+reporting. Nothing is trained;
+the code threshold is the run's calibration at --percentile. Progress goes to stderr and the JSON alone to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -41,17 +51,128 @@ from matplotlib.figure import Figure
 
 import hardware
 from keras_vqvae import cli, plots
-from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, smooth, top_mean
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, top_mean
 from keras_vqvae.anomaly_baselines import intensity_maps, nll_maps
+from keras_vqvae.anomaly_masks import MaskSettings, anomaly_masks, filtered_maps, healthy_threshold
 from keras_vqvae.calibration import run_calibration
 from keras_vqvae.data import SliceSet, SubjectSplit, make_dataset
 from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.data.lesions import LESION_KINDS, lesioned_arrays
-from keras_vqvae.metrics.detection import auroc, detection_metrics
+from keras_vqvae.metrics.detection import auroc, best_dice, detection_metrics, dice
 from keras_vqvae.metrics.image import brain_ssim
 from keras_vqvae.training import RunFolder
 
 FIGURE_ROWS = 3  # lesioned slices per kind in the figure
+POSTPROCESSING = ((1, 1), (3, 1), (5, 1), (1, 10), (1, 30), (3, 10), (5, 30))  # (median size, smallest component)
+
+
+def intensity_polarities(kind: str) -> tuple[str, ...]:
+    """The intensity baselines that can see lesions of `kind`: its own polarity, or both for pasted tissue."""
+    contrast = LESION_KINDS[kind].contrast
+    return ("bright", "dark") if contrast is None else ("bright",) if contrast[0] > 1 else ("dark",)
+
+
+def map_names(kind: str) -> list[str]:
+    return ["healed", "reconstruction", *(f"intensity_{p}" for p in intensity_polarities(kind)), "nll",
+            "healed_times_nll"]
+
+
+@dataclasses.dataclass
+class Examined:
+    """Slices of one split examined: every map by name at 256 x 256 (n, 256, 256) and at the model's size (n, S, S),
+    where the masks are made, as `detect` makes them; each map's slice scores (n,); the eroded brains (n, S, S) bool
+    at the model's size; the detector's result (`keras_vqvae.anomaly.AnomalyMaps`), the images (n, S, S, 1) it
+    examined and their positions (n,)."""
+
+    maps: dict[str, np.ndarray]
+    model_maps: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+    brain: np.ndarray
+    result: object
+    images: np.ndarray
+    positions: np.ndarray
+    seconds_per_slice: float
+
+
+def model_images(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 slices (N, 256, 256) as the pipeline feeds them to the model: (N, S, S, 1) float32 in [0, 1]."""
+    slices = SliceSet("lesioned", tuple("0" * len(pixels)), tuple(range(len(pixels))), pixels=pixels)
+    return np.concatenate([batch.numpy() for batch in make_dataset(slices, image_size, 64)]) + 0.5
+
+
+def examine(detector: AnomalyDetector, pixels: np.ndarray, positions: np.ndarray, image_size: int,
+            batch_size: int) -> Examined:
+    """Every map of the slices pixels uint8 (N, 256, 256), timed once traced (a first batch is traced, not timed)."""
+    images = model_images(pixels, image_size)
+    detector.examine(images[:batch_size], positions[:batch_size], batch_size)
+    started = time.perf_counter()
+    result = detector.examine(images, positions, batch_size)
+    seconds = (time.perf_counter() - started) / len(images)
+    sigma, brain = detector.settings.smoothing, eroded_brain(images)
+    model_size = {"healed": result.maps, "reconstruction": result.residual_maps,
+                  **{f"intensity_{p}": intensity_maps(images, p, sigma) for p in ("bright", "dark")},
+                  "nll": nll_maps(result.nll, images, sigma)}
+    model_size["healed_times_nll"] = model_size["healed"] * model_size["nll"]
+    scores = {"healed": result.scores, "reconstruction": result.residual_scores,
+              **{name: top_mean(maps[..., None], brain).numpy() for name, maps in model_size.items()
+                 if name not in ("healed", "reconstruction")}}
+    full_size = {name: to_input_size(maps, *pixels.shape[1:]) for name, maps in model_size.items()}
+    return Examined(full_size, model_size, scores, brain.numpy()[..., 0] > 0, result, images, positions, seconds)
+
+
+def thresholded(model_maps: np.ndarray, threshold: float, masks: MaskSettings, size: int | None = 256,
+                inclusive: bool = False) -> np.ndarray:
+    """The masks of maps at the model's size (n, S, S) at a threshold, post-processed as `masks` says, as `detect`
+    makes them: at `size` x `size` (bilinear, then > 0.5) or at the model's size (None). Inclusive: a value equal to
+    the threshold is marked, as at a best-Dice threshold."""
+    if inclusive:
+        threshold = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+    made = anomaly_masks(model_maps, threshold, masks.median_size, masks.min_pixels)
+    return made if size is None else to_input_size(made.astype(np.float32), size, size) > 0.5
+
+
+def measured(name: str, test: Examined, truth: np.ndarray, validation: Examined, validation_truth: np.ndarray,
+             healthy_validation: Examined, healthy_test: Examined, settings: MaskSettings) -> dict:
+    """One map's test figures at the oracle, healthy and validation thresholds (see the module docstring)."""
+    with_lesion = truth.any(axis=(1, 2))
+    metrics = detection_metrics(test.maps[name], truth, test.scores[name], with_lesion)
+    thresholds = {"healthy": healthy_threshold(filtered_maps(healthy_validation.model_maps[name],
+                                                             settings.median_size),
+                                               healthy_validation.brain, settings.flagged),
+                  "validation": best_dice(filtered_maps(validation.maps[name], settings.median_size),
+                                          validation_truth)[1]}
+    for which, threshold in thresholds.items():
+        inclusive = which == "validation"
+        metrics[f"dice_at_{which}_threshold"] = dice(
+            thresholded(test.model_maps[name], threshold, settings, truth.shape[-1], inclusive), truth)
+        marked = thresholded(healthy_test.model_maps[name], threshold, settings, None, inclusive)
+        metrics[f"healthy_flagged_at_{which}_threshold"] = float(marked[healthy_test.brain].mean())
+        metrics[f"{which}_threshold"] = threshold
+    return rounded(metrics)
+
+
+def postprocessing(validation: Examined, truth: np.ndarray, healthy_validation: Examined, flagged: float) -> list:
+    """The healed masks' Dice on the lesioned validation split, and the share of healthy validation brain pixels they
+    mark, for each median filter and smallest component of POSTPROCESSING, at its own healthy threshold."""
+    rows, healthy = [], healthy_validation.model_maps["healed"]
+    for median_size, min_pixels in POSTPROCESSING:
+        settings = MaskSettings(flagged=flagged, median_size=median_size, min_pixels=min_pixels)
+        threshold = healthy_threshold(filtered_maps(healthy, median_size), healthy_validation.brain, flagged)
+        masks = thresholded(validation.model_maps["healed"], threshold, settings, truth.shape[-1])
+        marked = thresholded(healthy, threshold, settings, None)
+        rows.append({"median_size": median_size, "min_pixels": min_pixels, "dice": round(dice(masks, truth), 4),
+                     "healthy_flagged": round(float(marked[healthy_validation.brain].mean()), 5)})
+    per_position = {position: healthy_threshold(healthy[at], healthy_validation.brain[at], flagged)
+                    for position in np.unique(healthy_validation.positions)
+                    for at in [healthy_validation.positions == position]}
+    cut = np.array([per_position[position] for position in validation.positions])[:, None, None]
+    masks = to_input_size((validation.model_maps["healed"] > cut).astype(np.float32), *truth.shape[1:]) > 0.5
+    rows.append({"threshold_per_position": True, "dice": round(dice(masks, truth), 4)})
+    return rows
+
+
+def rounded(metrics: dict) -> dict:
+    return {key: round(value, 5) for key, value in metrics.items()}
 
 
 def plot_panels(columns: dict[str, np.ndarray], row_labels: list[str], path: Path, title: str = "") -> None:
@@ -80,112 +201,124 @@ def plot_panels(columns: dict[str, np.ndarray], row_labels: list[str], path: Pat
     figure.savefig(path, dpi=100)
 
 
-def model_images(pixels: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8 slices (N, 256, 256) as the pipeline feeds them to the model: (N, S, S, 1) float32 in [0, 1]."""
-    slices = SliceSet("lesioned", tuple("0" * len(pixels)), tuple(range(len(pixels))), pixels=pixels)
-    return np.concatenate([batch.numpy() for batch in make_dataset(slices, image_size, 64)]) + 0.5
+def shown_rows(kind: str, test: Examined, pixels: np.ndarray, truth: np.ndarray, names: list[str], cut: float,
+               masks: MaskSettings) -> list[tuple[str, tuple]]:
+    """The figure's rows for a kind: FIGURE_ROWS lesioned test slices from the largest lesions down, each (label,
+    (slice, true mask, intensity baseline, plain residual, healed residual, healed mask at the healthy threshold))."""
+    lesion_pixels = truth.sum(axis=(1, 2))
+    chosen = np.argsort(-lesion_pixels)[::max(1, int((lesion_pixels > 0).sum()) // FIGURE_ROWS)][:FIGURE_ROWS]
+    intensity = f"intensity_{intensity_polarities(kind)[-1]}"
+    return [(f"{kind}: {names[index].removesuffix('.nii.png')}",
+             (pixels[index] / 255, truth[index].astype(float), test.maps[intensity][index],
+              test.maps["reconstruction"][index], test.maps["healed"][index],
+              thresholded(test.model_maps["healed"][index:index + 1], cut, masks)[0].astype(float)))
+            for index in chosen]
 
 
-def rounded(metrics: dict) -> dict:
-    return {key: round(value, 4) for key, value in metrics.items()}
+def healthy_figures(examined: Examined, draws: int) -> dict:
+    """Healing must leave healthy slices alone: the healed slices' brain SSIM against the plain reconstructions'."""
+    result, images = examined.result, examined.images
+    reconstructed = float(np.mean(brain_ssim(images, result.reconstructions)[0]))
+    healed = [float(np.mean(brain_ssim(images, result.healed[:, draw])[0])) for draw in range(draws)]
+    return {"slices": len(images), "brain_ssim_reconstructions": round(reconstructed, 4),
+            "brain_ssim_healed": round(float(np.mean(healed)), 4),
+            "brain_ssim_healed_worst_draw": round(min(healed), 4),
+            "codes_redrawn": round(float(result.redrawn.mean()), 4)}
 
 
-def examine(detector, images, positions, batch_size):
-    """The detector's maps, with its seconds per slice once traced (a first batch is traced and not timed)."""
-    detector.examine(images[:batch_size], positions[:batch_size], batch_size)
-    started = time.perf_counter()
-    result = detector.examine(images, positions, batch_size)
-    return result, (time.perf_counter() - started) / len(images)
-
-
-@cli.main_with_errors
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python benchmarks/anomaly.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True, help="a run folder with a trained VQ-VAE and PixelCNN or "
                                                          "transformer prior, trained on the embedded data")
     parser.add_argument("--prior", default="pixelcnn", choices=["pixelcnn", "transformer"],
                         help="the run's prior (default: pixelcnn)")
-    parser.add_argument("--split", default="test", choices=["validate", "test"],
-                        help="the split to insert lesions into (default: test)")
     parser.add_argument("--kinds", nargs="+", default=list(LESION_KINDS), choices=list(LESION_KINDS),
                         help="kinds of lesion (default: all)")
     parser.add_argument("--percentile", type=float, default=AnomalySettings().percentile,
-                        help="the calibration percentile of the threshold (default: the package's)")
+                        help="the calibration percentile of the code threshold (default: the package's)")
     parser.add_argument("--draws", type=int, default=AnomalySettings().draws, help="healing draws per slice")
+    parser.add_argument("--temperature", type=float, default=AnomalySettings().temperature,
+                        help="temperature of the healing draws (default: the package's)")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="measure on the lesioned validation split alone, its healthy slices as the healthy "
+                             "ones (for choosing settings: no test figures)")
+    parser.add_argument("--flagged", type=float, default=MaskSettings().flagged,
+                        help="the share of healthy validation brain pixels the healthy threshold marks")
+    parser.add_argument("--median-size", type=int, default=MaskSettings().median_size,
+                        help="median filter of the maps before the thresholds (default: the package's)")
+    parser.add_argument("--min-pixels", type=int, default=MaskSettings().min_pixels,
+                        help="smallest component kept in the masks (default: the package's)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices examined at once (default: 16)")
-    parser.add_argument("--figure", default=None, help="also draw slice, mask, plain and healed residual of "
-                                                       f"{FIGURE_ROWS} lesioned slices per kind into this PNG")
-    arguments = parser.parse_args(argv)
+    parser.add_argument("--figure", default=None, help="also draw slice, mask, intensity, plain and healed residual "
+                                                       f"and healed mask of {FIGURE_ROWS} lesioned test slices per "
+                                                       "kind into this PNG")
+    return parser
+
+
+@cli.main_with_errors
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
     run = RunFolder(arguments.run_dir)
     config, vqvae, prior = run.load(arguments.prior)
-    settings = AnomalySettings(draws=arguments.draws, percentile=arguments.percentile)
+    settings = AnomalySettings(draws=arguments.draws, percentile=arguments.percentile,
+                               temperature=arguments.temperature)
+    masks = MaskSettings(flagged=arguments.flagged, median_size=arguments.median_size,
+                         min_pixels=arguments.min_pixels)
     threshold = run_calibration(run, arguments.prior, prior, settings.percentile, verbose=0)["threshold"]
     subjects = SubjectSplit(*config.synthetic_subjects)
     detector = AnomalyDetector(vqvae, prior, threshold, settings)
 
-    results, figure_rows = {}, {"slice": [], "true mask": [], "plain residual": [], "healed residual": []}
-    labels = []
-    healthy = None
-    for kind in arguments.kinds:
-        print(f"{kind} lesions in the {arguments.split} split", file=sys.stderr)
-        pixels, masks, names = lesioned_arrays(LESION_KINDS[kind], arguments.split, subjects, config.seed)
-        if healthy is None:
-            healthy = lesioned_arrays(LESION_KINDS[kind], arguments.split, subjects, config.seed, lesion_rate=1e-9)[0]
+    def examined(kind: str, split: str, lesion_rate: float = 0.5) -> tuple[Examined, np.ndarray, np.ndarray, list]:
+        print(f"{kind if lesion_rate > 0.01 else 'no'} lesions in the {split} split", file=sys.stderr)
+        pixels, truth, names = lesioned_arrays(LESION_KINDS[kind], split, subjects, config.seed, lesion_rate)
         positions = np.array([int(name.split("_slice_")[1].split(".")[0]) for name in names])
-        images = model_images(pixels, config.image_size)
-        result, seconds = examine(detector, images, positions, arguments.batch_size)
-        brain = eroded_brain(images)
-        everywhere = smooth(np.abs(images[:, None] - result.healed).mean(axis=1) * brain,
-                            settings.smoothing).numpy()[..., 0]
-        with_lesion = masks.any(axis=(1, 2))
-        polarity = "bright" if LESION_KINDS[kind].contrast[0] > 1 else "dark"
-        model_size = {"healed": result.maps, "healed_everywhere": everywhere, "reconstruction": result.residual_maps,
-                      "intensity": intensity_maps(images, polarity, settings.smoothing),
-                      "nll": nll_maps(result.nll, images, settings.smoothing)}
-        full_size = {name: to_input_size(maps, *masks.shape[1:]) for name, maps in model_size.items()}
-        slice_scores = {"healed": result.scores, "healed_everywhere": result.scores,  # the healed maps' own score
-                        "reconstruction": result.residual_scores,
-                        **{name: top_mean(model_size[name][..., None], brain).numpy() for name in ("intensity", "nll")}}
-        excess = np.maximum(result.nll - threshold, 0).sum(axis=(1, 2))
+        return examine(detector, pixels, positions, config.image_size, arguments.batch_size), pixels, truth, names
+
+    healthy_validation = examined("bright", "validate", 1e-9)[0]
+    healthy_test = healthy_validation if arguments.validation_only else examined("bright", "test", 1e-9)[0]
+    results = {}
+    figure_rows = {name: [] for name in ("slice", "true mask", "intensity", "plain residual", "healed residual",
+                                         "healed mask")}
+    labels = []
+    for kind in arguments.kinds:
+        validation, pixels, validation_truth, names = examined(kind, "validate")
+        test, pixels, truth, names = ((validation, pixels, validation_truth, names) if arguments.validation_only
+                                      else examined(kind, "test"))
+        with_lesion = truth.any(axis=(1, 2))
+        excess = np.maximum(test.result.nll - threshold, 0).sum(axis=(1, 2))
         results[kind] = {
             "slices": len(pixels), "slices_with_lesions": int(with_lesion.sum()),
-            "lesion_pixels_per_lesioned_slice": round(float(masks.sum() / with_lesion.sum()), 1),
-            **{name: rounded(detection_metrics(maps, masks, slice_scores[name], with_lesion))
-               for name, maps in full_size.items()},
-            "slice_auroc_of_nll": {"total": round(auroc(result.nll.sum(axis=(1, 2)), with_lesion), 4),
+            "lesion_pixels_per_lesioned_slice": round(float(truth.sum() / with_lesion.sum()), 1),
+            **{name: measured(name, test, truth, validation, validation_truth, healthy_validation, healthy_test,
+                              masks) for name in map_names(kind)},
+            "slice_auroc_of_nll": {"total": round(auroc(test.result.nll.sum(axis=(1, 2)), with_lesion), 4),
                                    "excess_over_threshold": round(auroc(excess, with_lesion), 4)},
-            "codes_redrawn": {"with_lesion": round(float(result.redrawn[with_lesion].mean()), 4),
-                              "without": round(float(result.redrawn[~with_lesion].mean()), 4)},
-            "seconds_per_slice": round(seconds, 3),
+            "codes_redrawn": {"with_lesion": round(float(test.result.redrawn[with_lesion].mean()), 4),
+                              "without": round(float(test.result.redrawn[~with_lesion].mean()), 4)},
+            "postprocessing_on_validation": postprocessing(validation, validation_truth, healthy_validation,
+                                                           masks.flagged),
+            "seconds_per_slice": round(test.seconds_per_slice, 3),
         }
-        del results[kind]["healed_everywhere"]["slice_auroc"]  # the same scores as healed's
-        chosen = np.argsort(-masks.sum(axis=(1, 2)))[::max(1, with_lesion.sum() // FIGURE_ROWS)][:FIGURE_ROWS]
-        for index in chosen:
-            figure_rows["slice"].append(pixels[index] / 255)
-            figure_rows["true mask"].append(masks[index].astype(float))
-            figure_rows["plain residual"].append(full_size["reconstruction"][index])
-            figure_rows["healed residual"].append(full_size["healed"][index])
-            labels.append(f"{kind}: {names[index].removesuffix('.nii.png')}")
+        for label, images in shown_rows(kind, test, pixels, truth, names,
+                                        results[kind]["healed"]["healthy_threshold"], masks):
+            labels.append(label)
+            for column, image in zip(figure_rows, images):
+                figure_rows[column].append(image)
+        del validation, test
 
-    print("the same slices without lesions", file=sys.stderr)
-    positions = np.array([number for _ in subjects.case_ids()[arguments.split] for number in range(32)])
-    images = model_images(healthy, config.image_size)
-    result = detector.examine(images, positions, arguments.batch_size)
-    reconstructed = float(np.mean(brain_ssim(images, result.reconstructions)[0]))
-    healed = [float(np.mean(brain_ssim(images, result.healed[:, draw])[0])) for draw in range(settings.draws)]
-    results["healthy"] = {"slices": len(images), "brain_ssim_reconstructions": round(reconstructed, 4),
-                          "brain_ssim_healed": round(float(np.mean(healed)), 4),
-                          "brain_ssim_healed_worst_draw": round(min(healed), 4),
-                          "codes_redrawn": round(float(result.redrawn.mean()), 4)}
+    results["healthy"] = healthy_figures(healthy_test, settings.draws)
     if arguments.figure:
-        plot_panels({name: np.stack(rows) for name, rows in figure_rows.items()}, labels,
-                                  arguments.figure, f"synthetic lesions in {arguments.split} slices of the embedded "
-                                  f"data: the plain reconstruction residual and the prior-healed residual "
-                                  f"({arguments.prior}, threshold {threshold:.2f} bits, {settings.draws} draws)")
+        plot_panels({name: np.stack(rows) for name, rows in figure_rows.items()}, labels, arguments.figure,
+                    f"synthetic lesions in test slices of the embedded data: the intensity baseline, the plain "
+                    f"reconstruction residual, the prior-healed residual ({arguments.prior}, threshold "
+                    f"{threshold:.2f} bits, {settings.draws} draws) and its mask at the threshold set on healthy "
+                    f"validation slices ({masks.flagged:.0%} of their brain marked)")
     print(json.dumps({
-        "benchmark": "anomaly", "run_dir": str(run.path), "prior": arguments.prior, "split": arguments.split,
+        "benchmark": "anomaly", "run_dir": str(run.path), "prior": arguments.prior,
+        "measured_on": "validate" if arguments.validation_only else "test", "temperature": settings.temperature,
         "threshold_bits": round(threshold, 4), "percentile": settings.percentile, "draws": settings.draws,
-        "smoothing": settings.smoothing, "seed": settings.seed, **results, "hardware": hardware.describe(),
+        "smoothing": settings.smoothing, "seed": settings.seed, **dataclasses.asdict(masks), **results,
+        "hardware": hardware.describe(),
     }, indent=2))
     return 0
 

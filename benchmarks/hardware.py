@@ -19,7 +19,7 @@ if str(REPOSITORY) not in sys.path:
 
 def cpu_model() -> str:
     """The CPU's model name and whether it has AMX (which makes bfloat16 fast) or AVX-512 bfloat16 instructions, from
-    /proc/cpuinfo where there is one: 'AMD EPYC, AVX-512 BF16, no AMX'."""
+    /proc/cpuinfo where there is one: 'AMD EPYC, AVX-512 BF16, no AMX', or 'AMD EPYC, no AVX-512, no AMX'."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
@@ -28,8 +28,8 @@ def cpu_model() -> str:
     fields = {key.strip(): value.strip() for key, value in fields.items()}
     flags = set(fields.get("flags", "").split())
     extras = [name for flag, name in (("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX")) if flag in flags]
-    return ", ".join([fields.get("model name", "CPU model unknown"), *extras, *(["no AMX"] if "amx_bf16" not in flags
-                                                                               else [])])
+    missing = [name for flag, name in (("avx512f", "no AVX-512"), ("amx_bf16", "no AMX")) if flag not in flags]
+    return ", ".join([fields.get("model name", "CPU model unknown"), *extras, *missing])
 
 
 def describe() -> str:
