@@ -31,6 +31,8 @@ from keras_vqvae.settings import Check, at_least, between, check_settings, odd_a
 HEALTHY_FLAGGED = 0.01  # the share of healthy brain pixels above the calibrated threshold
 MEDIAN_BATCH = 16  # maps median-filtered at once
 CALIBRATION_SLICES = 256  # healthy validation slices at most (evenly spaced through the split) for the threshold
+OTHER_MASKS_KEPT = 8  # mask calibrations of settings other than the run's kept in its anomaly calibration
+_LATER_SETTINGS = {"rounds": 1}  # settings the maps gained after calibrations were first kept, as those were made
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # components connect through edges (4-connectivity)
 
 
@@ -168,14 +170,16 @@ def calibration_subset(count: int) -> np.ndarray:
 def run_mask_calibration(run, prior_name: str, detector: AnomalyDetector, settings: MaskSettings = MaskSettings(),
                          verbose: int = 0) -> dict:
     """The masks' calibration (`calibrate_mask_threshold`) for `detector` of the prior `prior_name` of `run` (a
-    `keras_vqvae.training.RunFolder`): the one kept beside its anomaly threshold in RUN_DIR/PRIOR_anomaly.json when
-    it was made with the same settings, else calibrated now on up to CALIBRATION_SLICES of the run's healthy
-    validation slices (read from its data: an InputError says what to do when they cannot be) and kept there."""
+    `keras_vqvae.training.RunFolder`): one kept in RUN_DIR/PRIOR_anomaly.json when it was made with the same
+    settings, else calibrated now on up to CALIBRATION_SLICES of the run's healthy validation slices (read from its
+    data: an InputError says what to do when they cannot be) and kept there. The run's own (`train`'s, with the
+    default settings; for an older run, the first made) is kept under "masks" and never replaced; those of other
+    settings under "other_masks", the OTHER_MASKS_KEPT latest."""
     calibration, _ = run.read_anomaly_calibration(prior_name)
-    kept = (calibration or {}).get("masks")
     wanted = _made_with(detector, settings)
-    if isinstance(kept, dict) and all(kept.get(name) == value for name, value in wanted.items()):
-        return kept
+    for kept in _kept_masks(calibration):
+        if all(kept.get(name, _LATER_SETTINGS.get(name)) == value for name, value in wanted.items()):
+            return kept
     config = run.read_config()
     try:
         split = load_split(config.data, "validate", config.seed, SubjectSplit(*config.synthetic_subjects))
@@ -190,12 +194,24 @@ def run_mask_calibration(run, prior_name: str, detector: AnomalyDetector, settin
     positions = np.array(split.slice_numbers, np.int32) if detector.prior.num_classes else None
     masks = calibrate_mask_threshold(detector, images, positions, settings, verbose=verbose)
     if calibration is not None:
-        run.write_anomaly_calibration(prior_name, {**calibration, "masks": masks})
+        others = [kept for kept in calibration.get("other_masks", []) if isinstance(kept, dict)]
+        place = "other_masks" if isinstance(calibration.get("masks"), dict) else "masks"
+        kept = {"other_masks": [*others, masks][-OTHER_MASKS_KEPT:]} if place == "other_masks" else {"masks": masks}
+        run.write_anomaly_calibration(prior_name, {**calibration, **kept})
     return masks
+
+
+def _kept_masks(calibration: dict | None) -> list[dict]:
+    """The masks' calibrations kept in a run's anomaly calibration: the run's own first, then those of other
+    settings."""
+    calibration = calibration or {}
+    kept = [calibration.get("masks"), *calibration.get("other_masks", [])]
+    return [entry for entry in kept if isinstance(entry, dict)]
 
 
 def _made_with(detector: AnomalyDetector, settings: MaskSettings) -> dict:
     """What a mask threshold depends on: the maps' settings and the masks' filter and share."""
     return {"flagged": settings.flagged, "median_size": settings.median_size, "threshold": detector.threshold,
             "draws": detector.settings.draws, "temperature": detector.settings.temperature,
-            "smoothing": detector.settings.smoothing, "seed": detector.settings.seed}
+            "smoothing": detector.settings.smoothing, "seed": detector.settings.seed,
+            "rounds": detector.settings.rounds}

@@ -78,12 +78,14 @@ def run_calibration(run, prior_name: str, prior: keras.Model, percentile: float 
     """The anomaly calibration of the prior `prior_name` of `run` (a `keras_vqvae.training.RunFolder`) at
     `percentile`: the one `train` kept in
     RUN_DIR/PRIOR_anomaly.json when it is of that percentile, else calibrated now on the validation code maps the
-    run keeps (RUN_DIR/codes.npz, with their slice positions for a conditional prior) and kept. A damaged
+    run keeps (RUN_DIR/codes.npz, with their slice positions for a conditional prior), and kept only when the run has
+    none (a calibration at another percentile never replaces the run's: it takes seconds to make again). A damaged
     calibration is said, in one line, and calibrated again; without usable code maps, an InputError says how to make
     them. The run's data is never read, so a run whose data has moved still calibrates."""
     calibration, problem = run.read_anomaly_calibration(prior_name)
     if calibration is not None and calibration["percentile"] == percentile:
         return calibration
+    keep = calibration is None
     if problem:
         print(f"note: {run.anomaly_path(prior_name)} is {problem}, so the threshold is calibrated again on the "
               f"run's validation code maps")
@@ -95,9 +97,11 @@ def run_calibration(run, prior_name: str, prior: keras.Model, percentile: float 
                          f"again with python -m keras_vqvae.train --run-dir {run.path} --stage prior --prior "
                          f"{prior_name}")
     if verbose:
+        where = f"kept in {run.anomaly_path(prior_name)}" if keep else "the run's own is kept"
         print(f"calibrating the anomaly threshold at percentile {percentile:g} on the run's validation code maps "
-              f"(kept in {run.anomaly_path(prior_name)})")
+              f"({where})")
     positions = kept.positions["validate"] if conditional else None
-    calibration = calibrate_threshold(prior, kept.codes["validate"], positions, percentile)
-    run.write_anomaly_calibration(prior_name, calibration)
-    return calibration
+    made = calibrate_threshold(prior, kept.codes["validate"], positions, percentile)
+    if keep:
+        run.write_anomaly_calibration(prior_name, made)
+    return made

@@ -15,6 +15,7 @@ from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings
 from keras_vqvae.anomaly_masks import (CALIBRATION_SLICES, MEDIAN_BATCH, MaskSettings, anomaly_masks,
                                       calibrate_mask_threshold, calibration_subset, healthy_threshold,
                                       median_filtered, run_mask_calibration, without_small_components)
+from keras_vqvae.calibration import run_calibration
 from keras_vqvae.training import RunFolder
 from conftest import copy_run
 
@@ -148,10 +149,18 @@ def test_train_keeps_the_masks_threshold_and_the_run_reads_it_back_or_sets_it_fo
     again = run_mask_calibration(run, "pixelcnn", two_draws)
     assert again["draws"] == 2 and again["slices"] == 32
     on_disk = json.loads(run.anomaly_path("pixelcnn").read_text())
-    assert on_disk["masks"] == again and on_disk["threshold"] == kept["threshold"]  # the code threshold kept
+    assert on_disk["masks"] == kept["masks"] and on_disk["other_masks"] == [again]  # the run's own never replaced
+    assert on_disk["threshold"] == kept["threshold"]  # the code threshold kept
+    monkeypatch.setattr(masks_module, "load_split", no_data)
+    assert run_mask_calibration(run, "pixelcnn", two_draws) == again  # read back: the data is not read again
+    assert run_mask_calibration(run, "pixelcnn", detector) == kept["masks"]
+    monkeypatch.undo()
+    run.write_anomaly_calibration("pixelcnn", {name: value for name, value in on_disk.items()
+                                               if name not in ("masks", "other_masks")})  # as an older run has it
     remade = run_mask_calibration(run, "pixelcnn", detector)  # set again on the validation slices, from the data
     assert remade == {**kept["masks"], "mask_threshold": pytest.approx(kept["masks"]["mask_threshold"], rel=1e-5),
                       "healthy_flagged": pytest.approx(kept["masks"]["healthy_flagged"], rel=1e-3)}
+    assert json.loads(run.anomaly_path("pixelcnn").read_text())["masks"] == remade
 
     def data_gone(*arguments):
         raise InputError("data folder /nowhere does not exist: give the folder of slices")
@@ -161,3 +170,12 @@ def test_train_keeps_the_masks_threshold_and_the_run_reads_it_back_or_sets_it_fo
                                          r"does not exist.*\): restore the run's data \(detect also takes "
                                          r"--mask-threshold\)"):
         run_mask_calibration(run, "pixelcnn", detector, dataclasses.replace(MaskSettings(), flagged=0.02))
+
+
+def test_a_threshold_at_another_percentile_is_made_without_replacing_the_runs(trained_run, tmp_path):
+    run = RunFolder(copy_run(trained_run, tmp_path))
+    before = run.anomaly_path("pixelcnn").read_text()
+    config, vqvae, prior = run.load("pixelcnn")
+    other = run_calibration(run, "pixelcnn", prior, 90.0, verbose=0)
+    assert other["percentile"] == 90.0 and other["threshold"] < json.loads(before)["threshold"]
+    assert run.anomaly_path("pixelcnn").read_text() == before  # the run's own, with its masks, is kept
