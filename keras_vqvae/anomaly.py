@@ -9,7 +9,8 @@ codes are unlikely under the prior. Following Pinaya et al. (2021, 2022), for sl
             `code_nll`);
 3. heal:    keep_p = nll_p <= threshold; the prior's sampler redraws every other code from p(z_p | z~_<p, c) (at
             `temperature`) given the codes before it, kept or redrawn (Pinaya et al.'s resampling of the
-            low-likelihood tokens), D times with seeded draws: z~_1 .. z~_D;
+            low-likelihood tokens), D times with seeded draws: z~_1 .. z~_D; with `rounds` R > 1, each healed map
+            is scored again and its codes still above the threshold redrawn, R - 1 more times;
 4. compare: the healed slices x~_d = decode(z~_d); the residual r = mean_d |x - x~_d| (Pinaya et al.'s residual
             of the healed reconstruction), kept inside the brain (the slice's foreground, eroded by BRAIN_EROSION
             pixels so that the outline's own reconstruction error is left out) and near redrawn codes (the resampling
@@ -24,6 +25,9 @@ the gated PixelCNN and the transformer do.
 
 The plain reconstruction residual |x - decode(z)|, kept inside the same eroded brain and smoothed the same way (but
 not limited to redrawn codes, which it has none of), is the baseline this is measured against (`residual_maps`).
+
+Longer than 300 lines because the detector's five steps, its settings and the result it returns are read together:
+split, a reader would follow one computation across three files.
 
 References:
     W. H. L. Pinaya, P.-D. Tudosiu, R. Gray, G. Rees, P. Nachev, S. Ourselin, M. J. Cardoso, "Unsupervised Brain
@@ -72,6 +76,8 @@ class AnomalySettings:
     draws: int = option(4, "healed code maps drawn per slice; the anomaly map averages their residuals", at_least(1))
     temperature: float = option(1.0, "temperature of the healing draws: 1 draws as the prior has it, lower nearer "
                                      "its most likely code", positive)
+    rounds: int = option(1, "healing rounds: each round after the first scores the healed codes again and redraws "
+                            "those still above the threshold", at_least(1))
     smoothing: float = option(1.0, "sigma of the Gaussian that smooths the anomaly map, in pixels of the model's "
                                    "size (0: none)", at_least(0.0))
     seed: int = option(0, "seed of the healing draws: the same seed gives the same maps", between(0, MAX_SEED))
@@ -175,15 +181,13 @@ class AnomalyDetector:
         codes = self.vqvae.encode(model_images)  # (batch, h, w)                                     step 1
         nll = self.prior.code_nll(codes, labels)  # (batch, h, w) bits                              step 2
         keep = nll <= self.threshold  # (batch, h, w)
-        healed_codes = self.sampler.draw(  # (batch * D, h, w)                                       step 3
-            healing_seeds(seed, first_index, batch, draws), tf.constant(self.settings.temperature),
-            None if labels is None else tf.repeat(labels, draws),
-            given=(tf.repeat(codes, draws, axis=0), tf.repeat(keep, draws, axis=0)))
+        healed_codes, ever_redrawn = self._healed(codes, keep, labels, healing_seeds(  # step 3
+            seed, first_index, batch, draws))  # (batch * D, h, w) and (batch, h, w)
         healed = self.vqvae.decode(healed_codes) + 0.5  # (batch * D, S, S, 1)                        step 4
         healed = tf.reshape(healed, tf.concat([[batch, draws], tf.shape(images)[1:]], 0))  # (batch, D, S, S, 1)
         reconstructions = self.vqvae.decode(codes) + 0.5  # (batch, S, S, 1)
         brain = eroded_brain(images)  # (batch, S, S, 1)
-        redrawn = tf.cast(tf.logical_not(keep), tf.float32)[..., None]  # (batch, h, w, 1)
+        redrawn = tf.cast(ever_redrawn, tf.float32)[..., None]  # (batch, h, w, 1)
         redrawn_area = self._upsampled(tf.nn.max_pool2d(redrawn, REDRAWN_GROWTH, 1, "SAME"))  # (batch, S, S, 1)
         residual = tf.reduce_mean(tf.abs(images[:, None] - healed), axis=1)  # (batch, S, S, 1)
         maps = smooth(residual * brain * redrawn_area, sigma)
@@ -220,6 +224,25 @@ class AnomalyDetector:
             progress.add(stop - start)
         return AnomalyMaps(**{name: np.concatenate([part[name] for part in parts]) for name in parts[0]},
                            threshold=self.threshold)
+
+    def _healed(self, codes, keep, labels, seeds):
+        """The healed code maps (batch * D, h, w), slice-major, of codes (batch, h, w) whose codes `keep` are kept,
+        and the codes (batch, h, w) bool redrawn in any draw and round. Round r > 1 scores each healed map again and
+        redraws its codes above the threshold, with seeds folded with r: a code kept at first may be unlikely once
+        the codes before it are healed."""
+        draws, temperature = self.settings.draws, tf.constant(self.settings.temperature)
+        labels = None if labels is None else tf.repeat(labels, draws)
+        healed = tf.repeat(codes, draws, axis=0)  # (batch * D, h, w)
+        keep = tf.repeat(keep, draws, axis=0)
+        ever_redrawn = tf.logical_not(keep)
+        for round_number in range(self.settings.rounds):
+            if round_number:
+                keep = self.prior.code_nll(healed, labels) <= self.threshold
+                ever_redrawn = tf.logical_or(ever_redrawn, tf.logical_not(keep))
+                seeds = tf.map_fn(lambda s: tf.random.experimental.stateless_fold_in(s, round_number), seeds)
+            healed = self.sampler.draw(seeds, temperature, labels, given=(healed, keep))
+        per_draw = tf.reshape(ever_redrawn, tf.concat([[-1, draws], tf.shape(codes)[1:]], 0))
+        return healed, tf.reduce_any(per_draw, axis=1)
 
     def _upsampled(self, code_maps):
         """(batch, h, w, 1) -> (batch, S, S, 1): each code's value over the pixels it decodes to."""

@@ -146,6 +146,26 @@ def test_healing_redraws_exactly_the_codes_above_the_threshold_and_keeps_the_oth
     assert not np.array_equal(result.healed_codes[:, 0], result.healed_codes[:, 1])  # the draws differ
 
 
+def test_a_second_healing_round_redraws_exactly_the_healed_codes_still_above_the_threshold(models, lesions):
+    config, vqvae, prior = models
+    images, positions, _ = model_images(lesions[0], config.image_size)
+    nll = prior.code_nll(vqvae.encode(images[:6] - 0.5), positions[:6]).numpy()
+    threshold = float(np.percentile(nll, 80))
+    one, two = (anomaly_maps(vqvae, prior, images[:6], threshold, positions[:6],
+                             AnomalySettings(draws=2, rounds=r, smoothing=0.0)) for r in (1, 2))  # maps unsmoothed
+    np.testing.assert_array_equal(two.redrawn, one.redrawn)  # what the first round scores is the same
+    first_round = one.healed_codes.reshape(-1, *nll.shape[1:])  # (6 * 2, h, w), the first round's healed maps
+    still_unlikely = prior.code_nll(first_round, np.repeat(positions[:6], 2)).numpy() > threshold
+    assert still_unlikely.any() and not still_unlikely.all()
+    second_round = two.healed_codes.reshape(first_round.shape)
+    np.testing.assert_array_equal(second_round[~still_unlikely], first_round[~still_unlikely])
+    assert (second_round[still_unlikely] != first_round[still_unlikely]).any()
+    grown = tf.nn.max_pool2d((one.redrawn | still_unlikely.reshape(6, 2, *nll.shape[1:]).any(axis=1))[
+        ..., None].astype(np.float32), 3, 1, "SAME").numpy()[..., 0]  # the map reaches codes of either round
+    reached = np.repeat(np.repeat(grown, images.shape[1] // nll.shape[1], 1), images.shape[2] // nll.shape[2], 2)
+    assert (two.maps[reached == 0] == 0).all() and (two.maps[(reached > 0) & (one.maps == 0)] > 0).any()
+
+
 def test_a_slice_whose_codes_are_all_kept_heals_to_its_reconstruction_and_has_an_empty_map(models, lesions):
     config, vqvae, prior = models
     images, positions, _ = model_images(lesions[0], config.image_size)
