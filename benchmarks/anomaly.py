@@ -131,16 +131,23 @@ def thresholded(model_maps: np.ndarray, threshold: float, masks: MaskSettings, s
     return made if size is None else to_input_size(made.astype(np.float32), size, size) > 0.5
 
 
+def healthy_thresholds(healthy_validation: Examined, settings: MaskSettings) -> dict[str, float]:
+    """Each map's threshold that marks a share settings.flagged of the healthy validation brain, as `detect` sets it
+    (on the median-filtered maps at the model's size)."""
+    return {name: healthy_threshold(filtered_maps(maps, settings.median_size), healthy_validation.brain,
+                                    settings.flagged) for name, maps in healthy_validation.model_maps.items()}
+
+
 def measured(name: str, test: Examined, truth: np.ndarray, validation: Examined, validation_truth: np.ndarray,
-             healthy_validation: Examined, healthy_test: Examined, settings: MaskSettings) -> dict:
-    """One map's test figures at the oracle, healthy and validation thresholds (see the module docstring)."""
+             healthy_cut: float, healthy_test: Examined, settings: MaskSettings) -> dict:
+    """One map's test figures at the oracle, healthy (`healthy_cut`) and validation thresholds (see the module
+    docstring). The validation threshold is chosen on the maps that the masks threshold: median-filtered at the
+    model's size, brought to the masks' size."""
     with_lesion = truth.any(axis=(1, 2))
     metrics = detection_metrics(test.maps[name], truth, test.scores[name], with_lesion)
-    thresholds = {"healthy": healthy_threshold(filtered_maps(healthy_validation.model_maps[name],
-                                                             settings.median_size),
-                                               healthy_validation.brain, settings.flagged),
-                  "validation": best_dice(filtered_maps(validation.maps[name], settings.median_size),
-                                          validation_truth)[1]}
+    filtered = to_input_size(filtered_maps(validation.model_maps[name], settings.median_size),
+                             *validation_truth.shape[1:])
+    thresholds = {"healthy": healthy_cut, "validation": best_dice(filtered, validation_truth)[1]}
     for which, threshold in thresholds.items():
         inclusive = which == "validation"
         metrics[f"dice_at_{which}_threshold"] = dice(
@@ -276,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
     healthy_validation = examined("bright", "validate", 1e-9)[0]
     healthy_test = healthy_validation if arguments.validation_only else examined("bright", "test", 1e-9)[0]
+    healthy_cuts = healthy_thresholds(healthy_validation, masks)
     results = {}
     figure_rows = {name: [] for name in ("slice", "true mask", "intensity", "plain residual", "healed residual",
                                          "healed mask")}
@@ -289,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         results[kind] = {
             "slices": len(pixels), "slices_with_lesions": int(with_lesion.sum()),
             "lesion_pixels_per_lesioned_slice": round(float(truth.sum() / with_lesion.sum()), 1),
-            **{name: measured(name, test, truth, validation, validation_truth, healthy_validation, healthy_test,
+            **{name: measured(name, test, truth, validation, validation_truth, healthy_cuts[name], healthy_test,
                               masks) for name in map_names(kind)},
             "slice_auroc_of_nll": {"total": round(auroc(test.result.nll.sum(axis=(1, 2)), with_lesion), 4),
                                    "excess_over_threshold": round(auroc(excess, with_lesion), 4)},

@@ -164,12 +164,13 @@ def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
 
 
 def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = None,
-                  anomaly_threshold: float | None = None, mask_threshold: float | None = None):
+                  detector: AnomalyDetector | None = None, mask_threshold: float | None = None):
     """A `keras.export.ExportArchive` with the endpoints this module describes (`sample` only with a prior,
-    `anomaly` only with the thresholds of a prior that can score codes: bits per code, and the masks' map value)."""
-    if (anomaly_threshold is None) != (mask_threshold is None):
-        raise ValueError("the anomaly endpoint takes both thresholds, the codes' and the masks'")
-    detector = None if anomaly_threshold is None else AnomalyDetector(vqvae, prior, anomaly_threshold)
+    `anomaly` only with a detector of that prior and the masks' threshold, a value of its maps)."""
+    if (detector is None) != (mask_threshold is None):
+        raise ValueError("the anomaly endpoint takes a detector and the masks' threshold, both or neither")
+    if detector is not None and detector.prior is not prior:
+        raise ValueError("the anomaly endpoint's detector must use the archive's prior")
     endpoints = _Endpoints(vqvae, image_size, prior, detector, mask_threshold)
     archive = keras.export.ExportArchive()
     # The first signature traced is the one TF Serving sees (float images; every sample argument); Python calls get
@@ -185,7 +186,7 @@ def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = Non
         optional = 2 if endpoints.sampler.num_classes else 1  # temperature, and condition for a conditional prior
         signatures = [arguments[:2 + n] for n in reversed(range(optional + 1))]  # the longest first
         archive.add_endpoint("sample", _traced(endpoints.sample, signatures))
-    if anomaly_threshold is not None:
+    if detector is not None:
         sampler = endpoints.sampler
         extra = [_scalar(tf.int32), tf.TensorSpec((None,), tf.int32)][:2 if sampler.num_classes else 1]
         fewest = 2 if sampler.num_classes and not sampler.has_null_class else 0  # positions needed: no 'any'
@@ -215,12 +216,11 @@ def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -
     if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
         raise InputError(f"{out} exists and holds something other than a SavedModel: give a new or empty --out")
     config, vqvae, model = run.load(prior)
-    threshold = mask_threshold = None
+    detector = mask_threshold = None
     if model is not None and detection_problem(kind_of(model)) is None:
-        threshold = run_calibration(run, prior, model, verbose=0)["threshold"]
-        detector = AnomalyDetector(vqvae, model, threshold)
+        detector = AnomalyDetector(vqvae, model, run_calibration(run, prior, model, verbose=0)["threshold"])
         mask_threshold = run_mask_calibration(run, prior, detector)["mask_threshold"]
-    archive = build_archive(vqvae, config.image_size, model, threshold, mask_threshold)
+    archive = build_archive(vqvae, config.image_size, model, detector, mask_threshold)
     temporary = out.with_name(out.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(str(temporary), verbose=False)
