@@ -194,10 +194,12 @@ def run_mask_calibration(run, prior_name: str, detector: AnomalyDetector, settin
     positions = np.array(split.slice_numbers, np.int32) if detector.prior.num_classes else None
     masks = calibrate_mask_threshold(detector, images, positions, settings, verbose=verbose)
     if calibration is not None:
-        others = [kept for kept in calibration.get("other_masks", []) if isinstance(kept, dict)]
-        place = "other_masks" if isinstance(calibration.get("masks"), dict) else "masks"
-        kept = {"other_masks": [*others, masks][-OTHER_MASKS_KEPT:]} if place == "other_masks" else {"masks": masks}
-        run.write_anomaly_calibration(prior_name, {**calibration, **kept})
+        if isinstance(calibration.get("masks"), dict):  # the run's own stays; this one joins the others
+            others = _kept_masks(calibration)[1:]
+            calibration = {**calibration, "other_masks": [*others, masks][-OTHER_MASKS_KEPT:]}
+        else:
+            calibration = {**calibration, "masks": masks}
+        run.write_anomaly_calibration(prior_name, calibration)
     return masks
 
 
