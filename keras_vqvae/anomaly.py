@@ -12,7 +12,8 @@ codes are unlikely under the prior. Following Pinaya et al. (2021, 2022), for sl
             low-likelihood tokens), D times with seeded draws: z~_1 .. z~_D; with `rounds` R > 1, each healed map
             is scored again and its codes still above the threshold redrawn, R - 1 more times;
 4. compare: the healed slices x~_d = decode(z~_d); the residual r = mean_d |x - x~_d| (Pinaya et al.'s residual
-            of the healed reconstruction), kept inside the brain (the slice's foreground, eroded by BRAIN_EROSION
+            of the healed reconstruction; with `sign` 'bright' mean_d max(x - x~_d, 0), the slice brighter than
+            healthy as a hyperintense lesion is, with 'dark' mean_d max(x~_d - x, 0)), kept inside the brain (the slice's foreground, eroded by BRAIN_EROSION
             pixels so that the outline's own reconstruction error is left out) and near redrawn codes (the resampling
             mask grown by one code on every side and upsampled, so that a healthy slice whose codes were all kept has
             an empty map), then smoothed by a Gaussian of `smoothing` pixels: the anomaly map;
@@ -23,7 +24,7 @@ endpoint for the same seed: all three run `AnomalyDetector.detect`. Any prior th
 `AutoregressivePrior`, with `code_nll`) and whose sampler draws around given codes (an `InpaintingSampler`) serves:
 the gated PixelCNN and the transformer do.
 
-The plain reconstruction residual |x - decode(z)|, kept inside the same eroded brain and smoothed the same way (but
+The plain reconstruction residual |x - decode(z)| (of the same sign), kept inside the same eroded brain and smoothed the same way (but
 not limited to redrawn codes, which it has none of), is the baseline this is measured against (`residual_maps`).
 
 Longer than 300 lines because the detector's five steps, its settings and the result it returns are read together:
@@ -55,6 +56,7 @@ from keras_vqvae.priors.sampler import MAX_SEED, InpaintingSampler, sample_seeds
 from keras_vqvae.settings import Check, at_least, between, check_settings, option, positive
 
 BRAIN_EROSION = 5  # the brain mask is the foreground eroded by a 5x5 window (2 pixels at the model's size)
+SIGNS = ("both", "bright", "dark")  # the residual's departures kept: either way, the slice brighter, darker
 TOP_FRACTION = 0.01  # a slice's score: the mean of the highest 1% of its anomaly map inside the brain
 REDRAWN_GROWTH = 3  # the map reaches a 3x3 window of codes around each redrawn one: the decoder spreads a redrawn
 # code's change a few pixels beyond its own block (measured on the validation split: docs/anomaly.md)
@@ -78,6 +80,9 @@ class AnomalySettings:
                                      "its most likely code", positive)
     rounds: int = option(1, "healing rounds: each round after the first scores the healed codes again and redraws "
                             "those still above the threshold", at_least(1))
+    sign: str = option("both", "the departures the maps show: both, bright (the slice brighter than healed, as "
+                               "hyperintense lesions are) or dark (darker, as hypointense ones)",
+                       Check(lambda sign: sign in SIGNS, "one of " + ", ".join(SIGNS)), choices=SIGNS)
     smoothing: float = option(1.0, "sigma of the Gaussian that smooths the anomaly map, in pixels of the model's "
                                    "size (0: none)", at_least(0.0))
     seed: int = option(0, "seed of the healing draws: the same seed gives the same maps", between(0, MAX_SEED))
@@ -124,6 +129,13 @@ def eroded_brain(images):
     """(batch, S, S, 1) float mask of the brain of images in [0, 1]: the non-background pixels, eroded."""
     foreground = tf.cast(images > BRAIN_THRESHOLD, tf.float32)
     return -tf.nn.max_pool2d(-foreground, BRAIN_EROSION, strides=1, padding="SAME")
+
+
+def signed_residual(images, reconstructions, sign: str):
+    """The residual of images against reconstructions of the same shape, the departures `sign` (of SIGNS) keeps:
+    |x - x^| ('both'), max(x - x^, 0) ('bright') or max(x^ - x, 0) ('dark')."""
+    difference = images - reconstructions
+    return {"both": tf.abs, "bright": tf.nn.relu, "dark": lambda d: tf.nn.relu(-d)}[sign](difference)
 
 
 def top_mean(maps, brain):
@@ -189,9 +201,9 @@ class AnomalyDetector:
         brain = eroded_brain(images)  # (batch, S, S, 1)
         redrawn = tf.cast(ever_redrawn, tf.float32)[..., None]  # (batch, h, w, 1)
         redrawn_area = self._upsampled(tf.nn.max_pool2d(redrawn, REDRAWN_GROWTH, 1, "SAME"))  # (batch, S, S, 1)
-        residual = tf.reduce_mean(tf.abs(images[:, None] - healed), axis=1)  # (batch, S, S, 1)
+        residual = tf.reduce_mean(signed_residual(images[:, None], healed, self.settings.sign), axis=1)  # (b, S, S, 1)
         maps = smooth(residual * brain * redrawn_area, sigma)
-        residual_maps = smooth(tf.abs(images - reconstructions) * brain, sigma)
+        residual_maps = smooth(signed_residual(images, reconstructions, self.settings.sign) * brain, sigma)
         return {"maps": maps[..., 0], "scores": top_mean(maps, brain), "nll": nll,  # step 5
                 "redrawn": tf.logical_not(keep), "healed": healed,
                 "healed_codes": tf.reshape(healed_codes, tf.concat([[batch, draws], tf.shape(codes)[1:]], 0)),

@@ -2,7 +2,9 @@
 
 A user has healthy slices but no lesion labels, so the threshold on a map is set on healthy validation slices: the
 map value that a chosen share of their brain pixels exceeds (`healthy_threshold`; 1% by default, as autoDDPM sets
-its threshold). At that threshold about that share of healthy brain is flagged, whatever the map's scale.
+its threshold), taken per subject and the largest of the subjects' kept (`subject_threshold`), so that the share
+holds for a healthy subject the calibration has not seen, not only for the pooled slices: a pooled 1% marked up to
+2.3% of a held-out validation subject, the largest per-subject threshold at most 0.96% (docs/anomaly.md).
 `calibrate_mask_threshold` sets it for a detector's maps; `train` keeps it with the run's anomaly calibration
 (RUN_DIR/PRIOR_anomaly.json, under "masks"), `run_mask_calibration` reads it back, or sets it again on the run's
 validation slices for other settings, and `detect` and the SavedModel's `anomaly` endpoint mark the pixels above it.
@@ -32,8 +34,7 @@ HEALTHY_FLAGGED = 0.01  # the share of healthy brain pixels above the calibrated
 MEDIAN_BATCH = 16  # maps median-filtered at once
 CALIBRATION_SLICES = 256  # healthy validation slices at most (evenly spaced through the split) for the threshold
 OTHER_MASKS_KEPT = 8  # mask calibrations of settings other than the run's kept in its anomaly calibration
-_LATER_SETTINGS = {"rounds": 1}  # settings the maps gained after calibrations were first kept, as those were made
-_NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # components connect through edges (4-connectivity)
+_LATER_SETTINGS = {"rounds": 1, "sign": "both", "per_subject": False}  # settings the maps gained after calibrations were first kept, as those were made
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,10 @@ class MaskSettings:
                                           parse=float)
     flagged: float = option(HEALTHY_FLAGGED, "the share of healthy validation brain pixels that the calibrated mask "
                                              "threshold marks", between(0.0001, 0.5))
-    median_size: int = option(1, "side of the median filter the maps pass before the threshold (1: none)",
-                              odd_at_least(1))
-    min_pixels: int = option(1, "mask components (4-connected) of fewer pixels are removed (1: none)", at_least(1))
+    median_size: int = option(5, "side of the median filter the maps pass before the threshold, in pixels of the "
+                                 "model's size (1: none)", odd_at_least(1))
+    min_pixels: int = option(30, "mask components (4-connected) of fewer pixels, at the model's size, are removed "
+                                 "(1: none)", at_least(1))
 
     def __post_init__(self):
         check_settings(self)
@@ -69,50 +71,31 @@ def healthy_threshold(maps: np.ndarray, brain: np.ndarray, flagged: float = HEAL
     return float(np.quantile(values, 1.0 - flagged, method="higher"))
 
 
+def subject_threshold(maps: np.ndarray, brain: np.ndarray, subjects, flagged: float = HEALTHY_FLAGGED) -> float:
+    """The largest of the subjects' own `healthy_threshold`s on maps (n, H, W) of healthy slices, subjects (n,) the
+    subject of each slice: a threshold that at most a share `flagged` of any one subject's brain pixels exceeds."""
+    subjects = np.asarray(subjects)
+    if len(subjects) != len(maps):
+        raise ValueError(f"{len(subjects)} subjects were given for {len(maps)} maps")
+    brain = np.asarray(brain, bool)
+    return max(healthy_threshold(maps[subjects == subject], brain[subjects == subject], flagged)
+               for subject in np.unique(subjects) if brain[subjects == subject].any())
+
+
 def median_filtered(maps: np.ndarray, size: int) -> np.ndarray:
     """Each map (n, H, W) replaced by the median of its size x size window around each pixel (size odd; zero beyond
-    the edge), (n, H, W) float32."""
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"the median filter's size must be odd and positive, got {size}")
-    maps = np.asarray(maps, np.float32)[..., None]  # (n, H, W, 1)
-    middle = size * size // 2  # the median of an odd number of values is the middle one of them sorted
-    filtered = []
-    for start in range(0, len(maps), MEDIAN_BATCH):  # the windows take size^2 times the maps' memory
-        windows = tf.image.extract_patches(maps[start:start + MEDIAN_BATCH], [1, size, size, 1], [1, 1, 1, 1],
-                                           [1, 1, 1, 1], "SAME")  # (batch, H, W, size^2)
-        filtered.append(tf.sort(windows, axis=-1)[..., middle].numpy())
-    return np.concatenate(filtered) if filtered else np.zeros(maps.shape[:-1], np.float32)
+    the edge), (n, H, W) float32, MEDIAN_BATCH maps at a time (the windows take size^2 times their memory)."""
+    _check_median_size(size)
+    maps = np.asarray(maps, np.float32)
+    filtered = [_median(maps[start:start + MEDIAN_BATCH], size).numpy() for start in range(0, len(maps), MEDIAN_BATCH)]
+    return np.concatenate(filtered) if filtered else np.zeros(maps.shape, np.float32)
 
 
 def without_small_components(masks: np.ndarray, min_pixels: int) -> np.ndarray:
     """masks (n, H, W) bool with every connected component (4-connected) of fewer than `min_pixels` pixels
     removed."""
-    masks = np.asarray(masks, bool)
-    kept = np.zeros_like(masks)
-    for index, mask in enumerate(masks):
-        seen = np.zeros_like(mask)
-        for start in zip(*np.nonzero(mask)):
-            if seen[start]:
-                continue
-            component = _component(mask, seen, start)
-            if len(component) >= min_pixels:
-                kept[index][tuple(np.array(component).T)] = True
-    return kept
-
-
-def _component(mask: np.ndarray, seen: np.ndarray, start: tuple[int, int]) -> list[tuple[int, int]]:
-    """The pixels of the component of `mask` (H, W) that holds `start`, marked in `seen` (a flood fill)."""
-    seen[start] = True
-    component, frontier = [start], [start]
-    while frontier:
-        row, column = frontier.pop()
-        for step_row, step_column in _NEIGHBOURS:
-            pixel = (row + step_row, column + step_column)
-            if 0 <= pixel[0] < mask.shape[0] and 0 <= pixel[1] < mask.shape[1] and mask[pixel] and not seen[pixel]:
-                seen[pixel] = True
-                component.append(pixel)
-                frontier.append(pixel)
-    return component
+    masks = tf.constant(np.asarray(masks, bool))
+    return tf.logical_and(masks, _component_sizes(masks) >= min_pixels).numpy()
 
 
 def filtered_maps(maps: np.ndarray, median_size: int = 1) -> np.ndarray:
@@ -131,34 +114,80 @@ def anomaly_masks(maps: np.ndarray, threshold: float, median_size: int = 1, min_
         min_pixels: connected components (4-connected) of fewer pixels are removed last (1: none).
 
     Returns:
-        The masks (n, H, W) bool.
+        The masks (n, H, W) bool, MEDIAN_BATCH maps at a time through `mask_tensor`.
     """
-    masks = filtered_maps(maps, median_size) > threshold
-    return without_small_components(masks, min_pixels) if min_pixels > 1 else masks
+    maps = np.asarray(maps, np.float32)
+    parts = [mask_tensor(maps[start:start + MEDIAN_BATCH], threshold, median_size, min_pixels).numpy()
+             for start in range(0, len(maps), MEDIAN_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros(maps.shape, bool)
+
+
+def mask_tensor(maps, threshold, median_size: int = 1, min_pixels: int = 1):
+    """`anomaly_masks` as a graph: maps (batch, H, W) float32 tensor -> masks (batch, H, W) bool, as the
+    SavedModel's `anomaly` endpoint returns them."""
+    _check_median_size(median_size)
+    masks = (_median(maps, median_size) if median_size > 1 else tf.cast(maps, tf.float32)) > threshold
+    return tf.logical_and(masks, _component_sizes(masks) >= min_pixels) if min_pixels > 1 else masks
+
+
+def _check_median_size(size: int) -> None:
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"the median filter's size must be odd and positive, got {size}")
+
+
+def _median(maps, size: int):
+    """The size x size median filter (zero beyond the edge) of maps (batch, H, W): (batch, H, W) float32."""
+    windows = tf.image.extract_patches(tf.cast(maps, tf.float32)[..., None], [1, size, size, 1], [1, 1, 1, 1],
+                                       [1, 1, 1, 1], "SAME")  # (batch, H, W, size^2)
+    return tf.sort(windows, axis=-1)[..., size * size // 2]  # the median of an odd count: the middle one sorted
+
+
+def _component_sizes(masks):
+    """The size of each marked pixel's component (4-connected) in masks (batch, H, W) bool, 0 where unmarked:
+    every marked pixel starts with a label of its own and takes the largest label among its marked neighbours until
+    none changes, so that each component carries one label, and a component's size is its label's count."""
+    marked = tf.cast(masks, tf.int32)
+    labels = tf.reshape(tf.range(1, tf.size(marked) + 1), tf.shape(marked)) * marked
+
+    def spread(labels):
+        padded = tf.pad(labels, [[0, 0], [1, 1], [1, 1]])
+        neighbours = [padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]]
+        return tf.reduce_max(tf.stack([labels, *neighbours]), axis=0) * marked
+
+    labels, _ = tf.while_loop(lambda now, before: tf.reduce_any(now != before),
+                              lambda now, before: (spread(now), now), (spread(labels), labels))
+    counts = tf.math.bincount(tf.reshape(labels, [-1]), minlength=tf.size(marked) + 1)
+    return tf.gather(counts, labels) * marked
 
 
 def calibrate_mask_threshold(detector: AnomalyDetector, images: np.ndarray, positions: np.ndarray | None,
-                             settings: MaskSettings = MaskSettings(), batch_size: int = 16, verbose: int = 0) -> dict:
+                             subjects, settings: MaskSettings = MaskSettings(), batch_size: int = 16,
+                             verbose: int = 0) -> dict:
     """The masks' threshold for a detector's maps, set on healthy slices: the map value (after the median filter)
-    that a share `settings.flagged` of their eroded brain's pixels exceeds.
+    that at most a share `settings.flagged` of each subject's eroded brain pixels exceeds (`subject_threshold`).
 
     Args:
         detector: the `AnomalyDetector` whose maps the masks are made of.
         images: healthy slices (n, S, S, 1) float32 in [0, 1] at the VQ-VAE's size.
         positions: their slice positions (n,), as `AnomalyDetector.examine` takes them; None: any position.
+        subjects: their subjects (n,), e.g. a `SliceSet`'s case_ids.
         settings: the share of healthy brain pixels to flag, and the median filter (`mask_threshold` is not read).
         batch_size: slices examined at once (a matter of speed and memory only).
         verbose: progress as keras.utils.Progbar's: 0 none, 1 a bar, 2 a line at the end.
 
     Returns:
-        {'mask_threshold', 'healthy_flagged': the share of their brain pixels above it, 'slices', and what the maps
-        were made with: 'flagged', 'median_size', 'threshold' (bits), 'draws', 'temperature', 'smoothing', 'seed'}.
+        {'mask_threshold', 'healthy_flagged': the share of their brain pixels its masks mark (with components under
+        'min_pixels' removed, so at most `flagged`), 'subjects', 'slices', and what the threshold was made with:
+        'flagged', 'median_size', 'per_subject', 'threshold' (bits), 'draws', 'temperature', 'smoothing', 'seed',
+        'rounds', 'sign'}.
     """
-    maps = filtered_maps(detector.examine(images, positions, batch_size, verbose).maps, settings.median_size)
+    maps = detector.examine(images, positions, batch_size, verbose).maps
     brain = eroded_brain(np.asarray(images, np.float32)).numpy()[..., 0] > 0  # (n, S, S)
-    threshold = healthy_threshold(maps, brain, settings.flagged)
-    return {"mask_threshold": threshold, "healthy_flagged": float(np.mean(maps[brain] > threshold)),
-            "slices": len(images), **_made_with(detector, settings)}
+    threshold = subject_threshold(filtered_maps(maps, settings.median_size), brain, subjects, settings.flagged)
+    marked = anomaly_masks(maps, threshold, settings.median_size, settings.min_pixels)
+    return {"mask_threshold": threshold, "healthy_flagged": float(np.mean(marked[brain])),
+            "min_pixels": settings.min_pixels, "subjects": len(np.unique(subjects)), "slices": len(images),
+            **_made_with(detector, settings)}
 
 
 def calibration_subset(count: int) -> np.ndarray:
@@ -192,7 +221,7 @@ def run_mask_calibration(run, prior_name: str, detector: AnomalyDetector, settin
               f"{run.anomaly_path(prior_name)})")
     images = np.concatenate([batch.numpy() for batch in make_dataset(split, config.image_size, 64)]) + 0.5
     positions = np.array(split.slice_numbers, np.int32) if detector.prior.num_classes else None
-    masks = calibrate_mask_threshold(detector, images, positions, settings, verbose=verbose)
+    masks = calibrate_mask_threshold(detector, images, positions, split.case_ids, settings, verbose=verbose)
     if calibration is not None:
         if isinstance(calibration.get("masks"), dict):  # the run's own stays; this one joins the others
             others = _kept_masks(calibration)[1:]
@@ -212,8 +241,9 @@ def _kept_masks(calibration: dict | None) -> list[dict]:
 
 
 def _made_with(detector: AnomalyDetector, settings: MaskSettings) -> dict:
-    """What a mask threshold depends on: the maps' settings and the masks' filter and share."""
-    return {"flagged": settings.flagged, "median_size": settings.median_size, "threshold": detector.threshold,
+    """What a mask threshold depends on: the maps' settings and the masks' post-processing and share."""
+    return {"flagged": settings.flagged, "median_size": settings.median_size, "per_subject": True,
+            "threshold": detector.threshold,
             "draws": detector.settings.draws, "temperature": detector.settings.temperature,
             "smoothing": detector.settings.smoothing, "seed": detector.settings.seed,
-            "rounds": detector.settings.rounds}
+            "rounds": detector.settings.rounds, "sign": detector.settings.sign}

@@ -3,9 +3,10 @@
 Every slice of FOLDER is encoded, each of its codes scored by the run's prior, the unlikely ones redrawn as healthy,
 and the healed slices compared with it (see `keras_vqvae.anomaly`). OUT receives, per slice, overlays/NAME.png (the
 slice in grey, its anomaly map in colour, with a colour bar), and for all of them maps.npz (each slice's anomaly map at
-its own height and width, float32, under its file name), masks/NAME.png (binary, 0 or 255: the map's pixels above
-the masks' threshold, calibrated so that 1% of the run's healthy validation brain pixels are marked, at the model's
-size and brought back to the slice's; see `keras_vqvae.anomaly_masks`), scores.csv (file name, score) and summary.png. With --masks FOLDER (binary PNGs of the
+its own height and width, float32, under its file name), masks/NAME.png (binary, 0 or 255: the median-filtered
+map's pixels above the masks' threshold, calibrated so that at most 1% of each healthy validation subject's brain
+pixels are marked, small components removed, at the model's size and brought back to the slice's; see
+`keras_vqvae.anomaly_masks`), scores.csv (file name, score) and summary.png. With --masks FOLDER (binary PNGs of the
 same names: the true lesions) it also measures the maps (pixel AUPRC, best Dice, slice AUROC, beside the plain
 reconstruction residual's, and the Dice of the masks written) into OUT/metrics.json and prints them as JSON on its
 last line.

@@ -21,9 +21,10 @@ Endpoints of the SavedModel, for a model of S x S images and h x w code maps wit
                             for a prior conditioned on them (-1 or left out: any position) -> {"maps": (batch, S, S)
                             float32 anomaly maps, "scores": (batch,), "nll": (batch, h, w) bits per code, "healed":
                             (batch, D, S, S, 1) in [0, 1], "residual_maps": (batch, S, S) the plain reconstruction
-                            residual, "masks": (batch, S, S) bool, the maps above the run's calibrated mask
-                            threshold}; with the run's calibrated thresholds, the maps and masks
-                            `keras_vqvae.anomaly_maps` and `python -m keras_vqvae.detect` give for the same seed
+                            residual, "masks": (batch, S, S) bool, the maps median-filtered and above the run's
+                            calibrated mask threshold, small components removed}; with the run's calibrated
+                            thresholds and the default mask settings, the maps and masks `keras_vqvae.anomaly_maps`,
+                            `anomaly_masks` and `python -m keras_vqvae.detect` give for the same seed
                             (only with a prior that scores codes: the PixelCNN or the transformer)
 
 Load it with `model = tf.saved_model.load(DIR)` and call, e.g., `model.sample(16, 0)["images"]`, keeping `model`
@@ -44,7 +45,7 @@ import keras
 import tensorflow as tf
 
 from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, detection_problem
-from keras_vqvae.anomaly_masks import run_mask_calibration
+from keras_vqvae.anomaly_masks import MaskSettings, mask_tensor, run_mask_calibration
 from keras_vqvae.calibration import run_calibration
 from keras_vqvae.errors import InputError, folder_to_write
 from keras_vqvae.models.vqvae import VQVAE
@@ -79,8 +80,8 @@ class _Endpoints:
     """The graphs behind the endpoints, for one VQ-VAE of `image_size` images and an optional prior."""
 
     def __init__(self, vqvae: VQVAE, image_size: int, prior: keras.Model | None,
-                 detector: AnomalyDetector | None, mask_threshold: float | None):
-        self.vqvae, self.image_size, self.detector, self.mask_threshold = vqvae, image_size, detector, mask_threshold
+                 detector: AnomalyDetector | None, masks: MaskSettings | None):
+        self.vqvae, self.image_size, self.detector, self.masks = vqvae, image_size, detector, masks
         self.grid_shape = (image_size // vqvae.encoder.downsampling,) * 2
         self.num_embeddings = vqvae.quantizer.num_embeddings
         self.sampler = None if prior is None else make_sampler(None, prior)
@@ -151,7 +152,8 @@ class _Endpoints:
                                  lambda p: tf.debugging.assert_equal(tf.size(p), tf.shape(images)[0],
                                                                      message="give one position per image"))
         result = self.detector.detect(images, seed, 0, positions)
-        return {**{name: result[name] for name in ANOMALY_OUTPUTS}, "masks": result["maps"] > self.mask_threshold}
+        masks = mask_tensor(result["maps"], self.masks.mask_threshold, self.masks.median_size, self.masks.min_pixels)
+        return {**{name: result[name] for name in ANOMALY_OUTPUTS}, "masks": masks}
 
 
 def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
@@ -164,14 +166,14 @@ def _traced(function, signatures) -> tf.types.experimental.PolymorphicFunction:
 
 
 def build_archive(vqvae: VQVAE, image_size: int, prior: keras.Model | None = None,
-                  detector: AnomalyDetector | None = None, mask_threshold: float | None = None):
+                  detector: AnomalyDetector | None = None, masks: MaskSettings | None = None):
     """A `keras.export.ExportArchive` with the endpoints this module describes (`sample` only with a prior,
-    `anomaly` only with a detector of that prior and the masks' threshold, a value of its maps)."""
-    if (detector is None) != (mask_threshold is None):
-        raise ValueError("the anomaly endpoint takes a detector and the masks' threshold, both or neither")
+    `anomaly` only with a detector of that prior and the masks' settings, their `mask_threshold` given)."""
+    if (detector is None) != (masks is None) or (masks is not None and masks.mask_threshold is None):
+        raise ValueError("the anomaly endpoint takes a detector and mask settings with a threshold, or neither")
     if detector is not None and detector.prior is not prior:
         raise ValueError("the anomaly endpoint's detector must use the archive's prior")
-    endpoints = _Endpoints(vqvae, image_size, prior, detector, mask_threshold)
+    endpoints = _Endpoints(vqvae, image_size, prior, detector, masks)
     archive = keras.export.ExportArchive()
     # The first signature traced is the one TF Serving sees (float images; every sample argument); Python calls get
     # all of them. Rank and size are checked in the graph.
@@ -216,11 +218,11 @@ def export_run(run_dir: str | Path, out: str | Path | None, prior: str | None) -
     if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
         raise InputError(f"{out} exists and holds something other than a SavedModel: give a new or empty --out")
     config, vqvae, model = run.load(prior)
-    detector = mask_threshold = None
+    detector = masks = None
     if model is not None and detection_problem(kind_of(model)) is None:
         detector = AnomalyDetector(vqvae, model, run_calibration(run, prior, model, verbose=0)["threshold"])
-        mask_threshold = run_mask_calibration(run, prior, detector)["mask_threshold"]
-    archive = build_archive(vqvae, config.image_size, model, detector, mask_threshold)
+        masks = MaskSettings(mask_threshold=run_mask_calibration(run, prior, detector)["mask_threshold"])
+    archive = build_archive(vqvae, config.image_size, model, detector, masks)
     temporary = out.with_name(out.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(str(temporary), verbose=False)

@@ -14,7 +14,8 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_vqvae import InputError, detect
-from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, anomaly_maps, top_mean
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, anomaly_maps, signed_residual, top_mean
+from keras_vqvae.anomaly_masks import MaskSettings, anomaly_masks
 from keras_vqvae.calibration import calibrate_threshold
 from keras_vqvae.data.datasets import to_input_size
 from keras_vqvae.data import make_dataset, read_images
@@ -164,6 +165,29 @@ def test_a_second_healing_round_redraws_exactly_the_healed_codes_still_above_the
         ..., None].astype(np.float32), 3, 1, "SAME").numpy()[..., 0]  # the map reaches codes of either round
     reached = np.repeat(np.repeat(grown, images.shape[1] // nll.shape[1], 1), images.shape[2] // nll.shape[2], 2)
     assert (two.maps[reached == 0] == 0).all() and (two.maps[(reached > 0) & (one.maps == 0)] > 0).any()
+
+
+def test_the_signed_residual_keeps_the_departures_of_its_sign_only():
+    images = tf.constant([[0.2, 0.5, 0.9]])
+    healed = tf.constant([[0.5, 0.5, 0.4]])
+    np.testing.assert_allclose(signed_residual(images, healed, "both").numpy(), [[0.3, 0.0, 0.5]], atol=1e-7)
+    np.testing.assert_allclose(signed_residual(images, healed, "bright").numpy(), [[0.0, 0.0, 0.5]], atol=1e-7)
+    np.testing.assert_allclose(signed_residual(images, healed, "dark").numpy(), [[0.3, 0.0, 0.0]], atol=1e-7)
+    with pytest.raises(InputError, match="--sign grey is out of range \\(it must be one of both, bright, dark\\)"):
+        AnomalySettings(sign="grey")
+
+
+def test_the_bright_and_dark_maps_of_the_same_draws_add_up_to_the_maps_of_both_signs(models, lesions):
+    config, vqvae, prior = models
+    images, positions, _ = model_images(lesions[0], config.image_size)
+    threshold = float(np.percentile(prior.code_nll(vqvae.encode(images[:6] - 0.5), positions[:6]), 80))
+    both, bright, dark = (anomaly_maps(vqvae, prior, images[:6], threshold, positions[:6],
+                                       AnomalySettings(draws=2, sign=sign)) for sign in ("both", "bright", "dark"))
+    np.testing.assert_array_equal(bright.healed_codes, both.healed_codes)  # the same draws: only the residual differs
+    np.testing.assert_allclose(bright.maps + dark.maps, both.maps, atol=1e-6)  # |d| = max(d, 0) + max(-d, 0)
+    np.testing.assert_allclose(bright.residual_maps + dark.residual_maps, both.residual_maps, atol=1e-6)
+    assert (bright.maps > 1e-3).any() and (dark.maps > 1e-3).any()
+    assert not np.allclose(bright.maps, dark.maps)
 
 
 def test_a_slice_whose_codes_are_all_kept_heals_to_its_reconstruction_and_has_an_empty_map(models, lesions):
@@ -326,7 +350,7 @@ def detecting_run(trained_run, tmp_path_factory):
 def detected(detecting_run, lesions, tmp_path_factory):
     out = tmp_path_factory.mktemp("detected") / "out"
     assert detect.main([str(detecting_run), "--images", str(lesions[0]), "--masks", str(lesions[1]), "--out",
-                        str(out), "--draws", "2", "--quiet"]) == 0
+                        str(out), "--draws", "2", "--median-size", "3", "--min-pixels", "4", "--quiet"]) == 0
     return out
 
 
@@ -369,8 +393,8 @@ def test_the_command_writes_masks_at_the_threshold_calibrated_on_healthy_validat
                                                                                            lesions, from_the_function):
     kept = RunFolder(detecting_run).read_anomaly_calibration("pixelcnn")[0]
     assert kept["masks"]["draws"] == AnomalySettings().draws  # the run's own calibration stays
-    calibration, = [masks for masks in kept["other_masks"] if masks["draws"] == 2]  # set again for the command's draws
-    assert calibration["flagged"] == 0.01
+    calibration, = [masks for masks in kept["other_masks"] if masks["draws"] == 2]  # set again for the command's
+    assert calibration["flagged"] == 0.01 and calibration["median_size"] == 3  # draws and post-processing
     assert 0 < calibration["healthy_flagged"] <= 0.01
     maps = np.load(detected / "maps.npz")
     names = sorted(maps.files)
@@ -379,7 +403,7 @@ def test_the_command_writes_masks_at_the_threshold_calibrated_on_healthy_validat
     assert set(np.unique(written)) <= {0, 255}
     _, _, function_names, result = from_the_function  # the same slices, maps and draws at the model's size
     assert function_names == names
-    at_model_size = (result.maps > calibration["mask_threshold"]).astype(np.float32)
+    at_model_size = anomaly_masks(result.maps, calibration["mask_threshold"], 3, 4).astype(np.float32)
     np.testing.assert_array_equal(written > 0, to_input_size(at_model_size, 256, 256) > 0.5)
     assert 0 < (written > 0).mean() < 0.2
     truth = np.stack([np.asarray(Image.open(lesions[1] / name)) > 0 for name in names])
@@ -421,7 +445,8 @@ def test_the_command_the_function_and_the_saved_model_give_the_same_maps(trained
     np.testing.assert_allclose(endpoint["scores"].numpy(), default.scores, atol=1e-6)
     np.testing.assert_allclose(endpoint["nll"].numpy(), default.nll, rtol=1e-5)
     mask_threshold = RunFolder(trained_run).read_anomaly_calibration("pixelcnn")[0]["masks"]["mask_threshold"]
-    np.testing.assert_array_equal(endpoint["masks"].numpy(), default.maps > mask_threshold)
+    np.testing.assert_array_equal(endpoint["masks"].numpy(), anomaly_masks(  # post-processed as detect's
+        default.maps, mask_threshold, MaskSettings().median_size, MaskSettings().min_pixels))
     as_bytes = exported.anomaly(tf.constant(np.round(images[:2] * 255).astype(np.uint8)))  # any position, seed 0
     assert as_bytes["maps"].shape == (2, config.image_size, config.image_size)
 

@@ -9,12 +9,14 @@ import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_vqvae import InputError
 from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings
 from keras_vqvae.anomaly_masks import (CALIBRATION_SLICES, MEDIAN_BATCH, MaskSettings, anomaly_masks,
                                       calibrate_mask_threshold, calibration_subset, healthy_threshold,
-                                      median_filtered, run_mask_calibration, without_small_components)
+                                      mask_tensor, median_filtered, run_mask_calibration, subject_threshold,
+                                      without_small_components)
 from keras_vqvae.calibration import run_calibration
 from keras_vqvae.training import RunFolder
 from conftest import copy_run
@@ -65,6 +67,24 @@ def test_components_smaller_than_the_limit_are_removed_and_diagonal_pixels_do_no
     np.testing.assert_array_equal(without_small_components(masks, 1), masks)
 
 
+def test_a_long_winding_component_is_one_component_and_the_graph_gives_the_same_masks():
+    masks = np.zeros((2, 21, 21), bool)
+    masks[0, ::4, :20] = True  # rows joined at alternating ends: one snake of 6 x 20 + 5 x 3 = 135 pixels
+    masks[0, 1:4, 19] = masks[0, 9:12, 19] = masks[0, 17:20, 19] = True
+    masks[0, 5:8, 0] = masks[0, 13:16, 0] = True
+    masks[1, 2:7, 2:8] = True  # 30 pixels, and one of 29 beside it
+    masks[1, 10:15, 2:8] = True
+    masks[1, 10, 2] = False
+    kept = without_small_components(masks, 30)
+    np.testing.assert_array_equal(kept[0], masks[0])
+    assert kept[1].sum() == 30 and kept[1, 2:7, 2:8].all()
+    maps = masks.astype(np.float32) * 2.0 + np.random.default_rng(3).random(masks.shape).astype(np.float32) * 0.1
+    maps[1, 8:18, 10:20] = 3.0  # a 10 x 10 blob: its corners go in the median filter, the rest stays
+    in_graph = tf.function(lambda m: mask_tensor(m, 1.0, 3, 30))(tf.constant(maps)).numpy()
+    np.testing.assert_array_equal(in_graph, anomaly_masks(maps, 1.0, 3, 30))
+    assert in_graph.sum() == 96 and in_graph[1, 9:17, 11:19].all()
+
+
 def test_anomaly_masks_filter_then_threshold_then_clean():
     maps = np.zeros((1, 16, 16), np.float32)
     maps[0, 3, 3] = 9.0  # a spike above the threshold: the median filter takes it
@@ -100,16 +120,48 @@ def test_the_calibrated_threshold_marks_the_share_of_healthy_brain_asked_for_and
     maps = rng.random((6, 40, 40)).astype(np.float32)
     maps[:, :7] = 50.0  # outside the eroded brain: never counted, never the threshold
     detector = MapsDetector(maps)
-    calibration = calibrate_mask_threshold(detector, images, np.arange(6), MaskSettings(flagged=0.05))
+    calibration = calibrate_mask_threshold(detector, images, np.arange(6), np.zeros(6),
+                                           MaskSettings(flagged=0.05, median_size=1, min_pixels=1))
     inside = np.zeros((6, 40, 40), bool)
     inside[:, 7:33, 7:33] = True
     assert calibration["mask_threshold"] < 1.0
     assert calibration["healthy_flagged"] == pytest.approx((maps[inside] > calibration["mask_threshold"]).mean())
     assert 0.045 < calibration["healthy_flagged"] <= 0.05
-    assert calibration == {**calibration, "slices": 6, "flagged": 0.05, "median_size": 1, "threshold": 7.5,
-                           "draws": 4, "temperature": 1.0, "smoothing": 1.0, "seed": 0}
-    filtered = calibrate_mask_threshold(detector, images, None, MaskSettings(flagged=0.05, median_size=3))
+    assert calibration == {**calibration, "slices": 6, "subjects": 1, "flagged": 0.05, "median_size": 1,
+                           "min_pixels": 1, "per_subject": True, "threshold": 7.5, "draws": 4, "temperature": 1.0,
+                           "rounds": 1, "sign": "both", "smoothing": 1.0, "seed": 0}
+    filtered = calibrate_mask_threshold(detector, images, None, np.zeros(6),
+                                        MaskSettings(flagged=0.05, median_size=3, min_pixels=1))
     assert filtered["median_size"] == 3 and filtered["mask_threshold"] != calibration["mask_threshold"]
+
+
+def test_the_threshold_per_subject_is_the_largest_of_the_subjects_own_and_no_subject_is_flagged_more():
+    rng = np.random.default_rng(2)
+    maps = rng.random((6, 40, 40)).astype(np.float32)
+    maps[4:] *= 3.0  # the third subject's maps run higher: a pooled 5% would mark far more of it
+    brain = np.zeros((6, 40, 40), bool)
+    brain[:, 4:36, 4:36] = True
+    subjects = np.array(["a", "a", "b", "b", "c", "c"])
+    own = [healthy_threshold(maps[subjects == s], brain[subjects == s], 0.05) for s in "abc"]
+    threshold = subject_threshold(maps, brain, subjects, 0.05)
+    assert threshold == max(own) == own[2]
+    assert all((maps[subjects == s][brain[subjects == s]] > threshold).mean() <= 0.05 for s in "abc")
+    pooled = healthy_threshold(maps, brain, 0.05)
+    assert (maps[4:][brain[4:]] > pooled).mean() > 0.1  # pooled, the high subject gets most of the flags
+    with pytest.raises(ValueError, match="2 subjects were given for 6 maps"):
+        subject_threshold(maps, brain, subjects[:2], 0.05)
+
+
+def test_the_calibrated_share_is_that_of_the_masks_after_small_components_go():
+    images = np.zeros((2, 40, 40, 1), np.float32)
+    images[:, 4:36, 4:36] = 0.6  # eroded by 2 pixels: 28 x 28 brain pixels a slice
+    maps = np.zeros((2, 40, 40), np.float32)
+    maps[:, 10:16, 10:16] = 5.0  # a blob of 36 pixels in each slice
+    maps[:, 25, 25] = maps[:, 25, 30] = 9.0  # and two lone spikes
+    settings = MaskSettings(flagged=0.05, median_size=1, min_pixels=30)
+    calibration = calibrate_mask_threshold(MapsDetector(maps), images, None, ["a", "b"], settings)
+    assert calibration["mask_threshold"] == 0.0  # 38 of 784 pixels (4.8%) are above 0: the share allows them all
+    assert calibration["healthy_flagged"] == pytest.approx(36 / 784)  # the spikes, single pixels, are removed
 
 
 def test_the_calibration_takes_at_most_its_number_of_slices_evenly_spaced():
@@ -137,7 +189,8 @@ def test_train_keeps_the_masks_threshold_and_the_run_reads_it_back_or_sets_it_fo
     config, vqvae, prior = run.load("pixelcnn")
     detector = AnomalyDetector(vqvae, prior, kept["threshold"])
     assert kept["masks"]["threshold"] == kept["threshold"] and kept["masks"]["slices"] == 32  # one subject
-    assert 0 < kept["masks"]["healthy_flagged"] <= 0.01
+    assert kept["masks"]["subjects"] == 1 and kept["masks"]["per_subject"]
+    assert 0 <= kept["masks"]["healthy_flagged"] <= 0.01  # components under 30 pixels go: at this size, maybe all
 
     def no_data(*arguments):
         raise AssertionError("the run's data was read")

@@ -228,7 +228,8 @@ class PriorStage:
                 print(f"calibrating the anomaly masks' threshold on {len(chosen)} healthy validation slices")
             calibration["masks"] = calibrate_mask_threshold(
                 AnomalyDetector(self.vqvae, model, calibration["threshold"]), self.splits.images("validate")[chosen],
-                None if labels is None else labels[chosen], verbose=progress(self.verbose))
+                None if labels is None else labels[chosen], np.asarray(self.splits.split("validate").case_ids)[chosen],
+                verbose=progress(self.verbose))
             self.run.write_anomaly_calibration(self.kind.name, calibration)
             results["anomaly_threshold"] = calibration["threshold"]
             results["anomaly_mask_threshold"] = calibration["masks"]["mask_threshold"]
