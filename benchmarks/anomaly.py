@@ -4,6 +4,7 @@ the test labels, as JSON.
     python benchmarks/anomaly.py --run-dir RUN                            # bright, dark and pasted lesions
     python benchmarks/anomaly.py --run-dir RUN --figure docs/anomaly_maps.png
     python benchmarks/anomaly.py --run-dir RUN --validation-only --temperature 0.1     # a setting, on validation
+    python benchmarks/anomaly.py --run-dir RUN --sign lesion --kinds bright dark       # maps of each lesion's sign
 
 For each kind of lesion (`keras_vqvae.data.lesions`), the run's validation and test splits of the embedded data get
 lesions on half their slices (seeded by the run's seed) and are examined as `python -m keras_vqvae.detect` examines
@@ -18,15 +19,19 @@ them: the maps at the model's size, brought back to 256 x 256, measured against 
 * `nll`: the prior's per-code NLL laid over each code's pixels, masked and smoothed alike: the likelihood alone;
 * `healed_times_nll`: the healed map times the NLL map, a combination measured on the validation split.
 
-Each map gets two thresholds, neither from the test labels: `healthy`, the map value that --flagged (1%) of the
-healthy validation slices' brain pixels exceed (`keras_vqvae.anomaly_masks.healthy_threshold`, what `detect` uses
-for its masks), and `validation`, the one of the best Dice on the lesioned validation split. On the test split each
-map reports pixel AUPRC, the oracle best Dice (its threshold chosen on the test labels), the Dice of the masks at
-each threshold (after the --median-size filter and the removal of components under --min-pixels pixels), the share
-of the healthy test slices' brain pixels those masks mark, and slice AUROC of its score (the mean of its top 1% inside
-the brain; the healed map's is the detector's). `postprocessing` measures the healed masks on the lesioned
-validation split for several median filters and smallest components, each at its own healthy threshold, and with a
-healthy threshold per slice position.
+The healed maps and the plain residual show departures of --sign: both (the default, as `detect`), bright, dark, or
+`lesion`, each kind's own (pasted tissue: both), as a user who knows what they look for would ask `detect --sign`.
+
+Each map gets two thresholds, neither from the test labels: `healthy`, the largest over the healthy validation
+subjects of the median-filtered map value that --flagged (1%) of the subject's brain pixels exceed
+(`keras_vqvae.anomaly_masks.subject_threshold`, what `detect` uses for its masks), and `validation`, the one of the
+best Dice on the lesioned validation split. On the test split each map reports pixel AUPRC, the oracle best Dice (its
+threshold chosen on the test labels), the Dice of the masks at each threshold (after the --median-size filter and the
+removal of components under --min-pixels pixels), the share of the healthy test slices' brain pixels those masks mark
+(over all of them, and for the healthy test subject marked most), slice AUROC of its score (the mean of its top 1%
+inside the brain; the healed map's is the detector's) and slice AUROC of the area its masks mark at the healthy
+threshold. `postprocessing` measures the healed masks on the lesioned validation split for several median filters
+and smallest components, each at its own healthy threshold, and with a healthy threshold per slice position.
 
 `healthy` examines the test split without lesions: brain SSIM of the healed slices (each draw) against that of the
 plain reconstructions (healing must not redraw healthy anatomy), and the share of codes redrawn. `seconds_per_slice`
@@ -51,9 +56,9 @@ from matplotlib.figure import Figure
 
 import hardware
 from keras_vqvae import cli, plots
-from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain, top_mean
+from keras_vqvae.anomaly import SIGNS, AnomalyDetector, AnomalySettings, eroded_brain, top_mean
 from keras_vqvae.anomaly_baselines import intensity_maps, nll_maps
-from keras_vqvae.anomaly_masks import MaskSettings, anomaly_masks, filtered_maps, healthy_threshold
+from keras_vqvae.anomaly_masks import MaskSettings, anomaly_masks, filtered_maps, healthy_threshold, subject_threshold
 from keras_vqvae.calibration import run_calibration
 from keras_vqvae.data import SliceSet, SubjectSplit, make_dataset
 from keras_vqvae.data.datasets import to_input_size
@@ -64,6 +69,12 @@ from keras_vqvae.training import RunFolder
 
 FIGURE_ROWS = 3  # lesioned slices per kind in the figure
 POSTPROCESSING = ((1, 1), (3, 1), (5, 1), (1, 10), (1, 30), (3, 10), (5, 30))  # (median size, smallest component)
+
+
+def lesion_sign(kind: str) -> str:
+    """The sign of the departures lesions of `kind` make: their contrast's, or both for pasted tissue."""
+    polarities = intensity_polarities(kind)
+    return polarities[0] if len(polarities) == 1 else "both"
 
 
 def intensity_polarities(kind: str) -> tuple[str, ...]:
@@ -82,7 +93,7 @@ class Examined:
     """Slices of one split examined: every map by name at 256 x 256 (n, 256, 256) and at the model's size (n, S, S),
     where the masks are made, as `detect` makes them; each map's slice scores (n,); the eroded brains (n, S, S) bool
     at the model's size; the detector's result (`keras_vqvae.anomaly.AnomalyMaps`), the images (n, S, S, 1) it
-    examined and their positions (n,)."""
+    examined, their positions (n,) and subjects (n,)."""
 
     maps: dict[str, np.ndarray]
     model_maps: dict[str, np.ndarray]
@@ -91,6 +102,7 @@ class Examined:
     result: object
     images: np.ndarray
     positions: np.ndarray
+    subjects: np.ndarray
     seconds_per_slice: float
 
 
@@ -100,9 +112,12 @@ def model_images(pixels: np.ndarray, image_size: int) -> np.ndarray:
     return np.concatenate([batch.numpy() for batch in make_dataset(slices, image_size, 64)]) + 0.5
 
 
-def examine(detector: AnomalyDetector, pixels: np.ndarray, positions: np.ndarray, image_size: int,
+def examine(detector: AnomalyDetector, pixels: np.ndarray, names: list[str], image_size: int,
             batch_size: int) -> Examined:
-    """Every map of the slices pixels uint8 (N, 256, 256), timed once traced (a first batch is traced, not timed)."""
+    """Every map of the slices pixels uint8 (N, 256, 256) named in the OASIS layout, timed once traced (a first
+    batch is traced, not timed)."""
+    subjects = np.array([name.split("_slice_")[0] for name in names])
+    positions = np.array([int(name.split("_slice_")[1].split(".")[0]) for name in names])
     images = model_images(pixels, image_size)
     detector.examine(images[:batch_size], positions[:batch_size], batch_size)
     started = time.perf_counter()
@@ -117,7 +132,8 @@ def examine(detector: AnomalyDetector, pixels: np.ndarray, positions: np.ndarray
               **{name: top_mean(maps[..., None], brain).numpy() for name, maps in model_size.items()
                  if name not in ("healed", "reconstruction")}}
     full_size = {name: to_input_size(maps, *pixels.shape[1:]) for name, maps in model_size.items()}
-    return Examined(full_size, model_size, scores, brain.numpy()[..., 0] > 0, result, images, positions, seconds)
+    return Examined(full_size, model_size, scores, brain.numpy()[..., 0] > 0, result, images, positions, subjects,
+                    seconds)
 
 
 def thresholded(model_maps: np.ndarray, threshold: float, masks: MaskSettings, size: int | None = 256,
@@ -132,10 +148,11 @@ def thresholded(model_maps: np.ndarray, threshold: float, masks: MaskSettings, s
 
 
 def healthy_thresholds(healthy_validation: Examined, settings: MaskSettings) -> dict[str, float]:
-    """Each map's threshold that marks a share settings.flagged of the healthy validation brain, as `detect` sets it
-    (on the median-filtered maps at the model's size)."""
-    return {name: healthy_threshold(filtered_maps(maps, settings.median_size), healthy_validation.brain,
-                                    settings.flagged) for name, maps in healthy_validation.model_maps.items()}
+    """Each map's threshold that marks at most a share settings.flagged of any healthy validation subject's brain, as
+    `detect` sets it (on the median-filtered maps at the model's size)."""
+    return {name: subject_threshold(filtered_maps(maps, settings.median_size), healthy_validation.brain,
+                                    healthy_validation.subjects, settings.flagged)
+            for name, maps in healthy_validation.model_maps.items()}
 
 
 def measured(name: str, test: Examined, truth: np.ndarray, validation: Examined, validation_truth: np.ndarray,
@@ -150,11 +167,16 @@ def measured(name: str, test: Examined, truth: np.ndarray, validation: Examined,
     thresholds = {"healthy": healthy_cut, "validation": best_dice(filtered, validation_truth)[1]}
     for which, threshold in thresholds.items():
         inclusive = which == "validation"
-        metrics[f"dice_at_{which}_threshold"] = dice(
-            thresholded(test.model_maps[name], threshold, settings, truth.shape[-1], inclusive), truth)
+        masks = thresholded(test.model_maps[name], threshold, settings, truth.shape[-1], inclusive)
+        metrics[f"dice_at_{which}_threshold"] = dice(masks, truth)
         marked = thresholded(healthy_test.model_maps[name], threshold, settings, None, inclusive)
         metrics[f"healthy_flagged_at_{which}_threshold"] = float(marked[healthy_test.brain].mean())
+        metrics[f"healthy_flagged_most_of_a_subject_at_{which}_threshold"] = max(
+            float(marked[healthy_test.subjects == subject][healthy_test.brain[healthy_test.subjects == subject]].mean())
+            for subject in np.unique(healthy_test.subjects))
         metrics[f"{which}_threshold"] = threshold
+        if which == "healthy":
+            metrics["slice_auroc_of_mask_area"] = auroc(masks.sum(axis=(1, 2)), with_lesion)
     return rounded(metrics)
 
 
@@ -164,7 +186,8 @@ def postprocessing(validation: Examined, truth: np.ndarray, healthy_validation: 
     rows, healthy = [], healthy_validation.model_maps["healed"]
     for median_size, min_pixels in POSTPROCESSING:
         settings = MaskSettings(flagged=flagged, median_size=median_size, min_pixels=min_pixels)
-        threshold = healthy_threshold(filtered_maps(healthy, median_size), healthy_validation.brain, flagged)
+        threshold = subject_threshold(filtered_maps(healthy, median_size), healthy_validation.brain,
+                                      healthy_validation.subjects, flagged)
         masks = thresholded(validation.model_maps["healed"], threshold, settings, truth.shape[-1])
         marked = thresholded(healthy, threshold, settings, None)
         rows.append({"median_size": median_size, "min_pixels": min_pixels, "dice": round(dice(masks, truth), 4),
@@ -246,6 +269,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--draws", type=int, default=AnomalySettings().draws, help="healing draws per slice")
     parser.add_argument("--temperature", type=float, default=AnomalySettings().temperature,
                         help="temperature of the healing draws (default: the package's)")
+    parser.add_argument("--rounds", type=int, default=AnomalySettings().rounds,
+                        help="healing rounds (default: the package's)")
+    parser.add_argument("--sign", default=AnomalySettings().sign, choices=[*SIGNS, "lesion"],
+                        help="the departures the healed and plain residuals show; lesion: each kind's own (pasted "
+                             "tissue: both) (default: the package's)")
     parser.add_argument("--validation-only", action="store_true",
                         help="measure on the lesioned validation split alone, its healthy slices as the healthy "
                              "ones (for choosing settings: no test figures)")
@@ -268,34 +296,44 @@ def main(argv: list[str] | None = None) -> int:
     run = RunFolder(arguments.run_dir)
     config, vqvae, prior = run.load(arguments.prior)
     settings = AnomalySettings(draws=arguments.draws, percentile=arguments.percentile,
-                               temperature=arguments.temperature)
+                               temperature=arguments.temperature, rounds=arguments.rounds)
     masks = MaskSettings(flagged=arguments.flagged, median_size=arguments.median_size,
                          min_pixels=arguments.min_pixels)
     threshold = run_calibration(run, arguments.prior, prior, settings.percentile, verbose=0)["threshold"]
     subjects = SubjectSplit(*config.synthetic_subjects)
-    detector = AnomalyDetector(vqvae, prior, threshold, settings)
+    detectors = {}  # by sign
 
-    def examined(kind: str, split: str, lesion_rate: float = 0.5) -> tuple[Examined, np.ndarray, np.ndarray, list]:
-        print(f"{kind if lesion_rate > 0.01 else 'no'} lesions in the {split} split", file=sys.stderr)
+    def examined(kind: str, split: str, sign: str, lesion_rate: float = 0.5) -> tuple[Examined, np.ndarray,
+                                                                                       np.ndarray, list]:
+        print(f"{kind if lesion_rate > 0.01 else 'no'} lesions in the {split} split ({sign})", file=sys.stderr)
+        if sign not in detectors:
+            detectors[sign] = AnomalyDetector(vqvae, prior, threshold, dataclasses.replace(settings, sign=sign))
         pixels, truth, names = lesioned_arrays(LESION_KINDS[kind], split, subjects, config.seed, lesion_rate)
-        positions = np.array([int(name.split("_slice_")[1].split(".")[0]) for name in names])
-        return examine(detector, pixels, positions, config.image_size, arguments.batch_size), pixels, truth, names
+        return examine(detectors[sign], pixels, names, config.image_size, arguments.batch_size), pixels, truth, names
 
-    healthy_validation = examined("bright", "validate", 1e-9)[0]
-    healthy_test = healthy_validation if arguments.validation_only else examined("bright", "test", 1e-9)[0]
-    healthy_cuts = healthy_thresholds(healthy_validation, masks)
+    healthy = {}  # by sign: the healthy validation and test slices examined, and each map's healthy threshold
+
+    def healthy_for(sign: str) -> tuple[Examined, Examined, dict[str, float]]:
+        if sign not in healthy:
+            validation = examined("bright", "validate", sign, 1e-9)[0]
+            test = validation if arguments.validation_only else examined("bright", "test", sign, 1e-9)[0]
+            healthy[sign] = validation, test, healthy_thresholds(validation, masks)
+        return healthy[sign]
+
     results = {}
     figure_rows = {name: [] for name in ("slice", "true mask", "intensity", "plain residual", "healed residual",
                                          "healed mask")}
     labels = []
     for kind in arguments.kinds:
-        validation, pixels, validation_truth, names = examined(kind, "validate")
+        sign = lesion_sign(kind) if arguments.sign == "lesion" else arguments.sign
+        healthy_validation, healthy_test, healthy_cuts = healthy_for(sign)
+        validation, pixels, validation_truth, names = examined(kind, "validate", sign)
         test, pixels, truth, names = ((validation, pixels, validation_truth, names) if arguments.validation_only
-                                      else examined(kind, "test"))
+                                      else examined(kind, "test", sign))
         with_lesion = truth.any(axis=(1, 2))
         excess = np.maximum(test.result.nll - threshold, 0).sum(axis=(1, 2))
         results[kind] = {
-            "slices": len(pixels), "slices_with_lesions": int(with_lesion.sum()),
+            "sign": sign, "slices": len(pixels), "slices_with_lesions": int(with_lesion.sum()),
             "lesion_pixels_per_lesioned_slice": round(float(truth.sum() / with_lesion.sum()), 1),
             **{name: measured(name, test, truth, validation, validation_truth, healthy_cuts[name], healthy_test,
                               masks) for name in map_names(kind)},
@@ -314,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 figure_rows[column].append(image)
         del validation, test
 
-    results["healthy"] = healthy_figures(healthy_test, settings.draws)
+    results["healthy"] = healthy_figures(next(iter(healthy.values()))[1], settings.draws)  # healed alike, any sign
     if arguments.figure:
         plot_panels({name: np.stack(rows) for name, rows in figure_rows.items()}, labels, arguments.figure,
                     f"synthetic lesions in test slices of the embedded data: the intensity baseline, the plain "
@@ -325,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "anomaly", "run_dir": str(run.path), "prior": arguments.prior,
         "measured_on": "validate" if arguments.validation_only else "test", "temperature": settings.temperature,
         "threshold_bits": round(threshold, 4), "percentile": settings.percentile, "draws": settings.draws,
+        "rounds": settings.rounds, "sign": arguments.sign,
         "smoothing": settings.smoothing, "seed": settings.seed, **dataclasses.asdict(masks), **results,
         "hardware": hardware.describe(),
     }, indent=2))
