@@ -135,7 +135,9 @@ def signed_residual(images, reconstructions, sign: str):
     """The residual of images against reconstructions of the same shape, the departures `sign` (of SIGNS) keeps:
     |x - x^| ('both'), max(x - x^, 0) ('bright') or max(x^ - x, 0) ('dark')."""
     difference = images - reconstructions
-    return {"both": tf.abs, "bright": tf.nn.relu, "dark": lambda d: tf.nn.relu(-d)}[sign](difference)
+    if sign == "bright":
+        return tf.nn.relu(difference)
+    return tf.nn.relu(-difference) if sign == "dark" else tf.abs(difference)
 
 
 def top_mean(maps, brain):

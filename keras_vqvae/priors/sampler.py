@@ -80,6 +80,7 @@ def sample_labels(num_samples, num_classes: int, condition=None):
     return tf.cast(tf.round(spread), tf.int32)
 
 
+@tf.autograph.experimental.do_not_convert  # a body of a docstring alone is more than AutoGraph can convert
 def _no_progress(positions: int) -> None:
     """The `advance` of a batch drawn by `draw`: progress goes nowhere."""
 
