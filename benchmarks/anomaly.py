@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"synthetic lesions in test slices of the embedded data: the intensity baseline, the plain "
                     f"reconstruction residual, the prior-healed residual ({arguments.prior}, threshold "
                     f"{threshold:.2f} bits, {settings.draws} draws) and its mask at the threshold set on healthy "
-                    f"validation slices ({masks.flagged:.0%} of their brain marked)")
+                    f"validation slices (at most {masks.flagged:.0%} of any one subject's brain marked; median "
+                    f"{masks.median_size}, components under {masks.min_pixels} pixels removed)")
     print(json.dumps({
         "benchmark": "anomaly", "run_dir": str(run.path), "prior": arguments.prior,
         "measured_on": "validate" if arguments.validation_only else "test", "temperature": settings.temperature,

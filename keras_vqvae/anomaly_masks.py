@@ -10,8 +10,10 @@ holds for a healthy subject the calibration has not seen, not only for the poole
 validation slices for other settings, and `detect` and the SavedModel's `anomaly` endpoint mark the pixels above it.
 
 The post-processing of Baur et al. (2021), also in pDDPM's code: the brain mask eroded (the maps of
-`keras_vqvae.anomaly` already are), the map median-filtered (`median_filtered`), and connected components of the
-mask smaller than a few pixels removed (`without_small_components`).
+`keras_vqvae.anomaly` already are), the map median-filtered (`median_filtered`; 5 x 5 by default), and connected
+components of the mask smaller than a few pixels removed (`without_small_components`; under 30 by default), both
+chosen on the lesioned validation split. `mask_tensor` does all of it in one graph, for `anomaly_masks` (and so
+`detect`) and the SavedModel alike.
 
 References:
     C. Baur, S. Denner, B. Wiestler, N. Navab, S. Albarqouni, "Autoencoders for unsupervised anomaly segmentation in
