@@ -13,10 +13,11 @@ codes are unlikely under the prior. Following Pinaya et al. (2021, 2022), for sl
             is scored again and its codes still above the threshold redrawn, R - 1 more times;
 4. compare: the healed slices x~_d = decode(z~_d); the residual r = mean_d |x - x~_d| (Pinaya et al.'s residual
             of the healed reconstruction; with `sign` 'bright' mean_d max(x - x~_d, 0), the slice brighter than
-            healthy as a hyperintense lesion is, with 'dark' mean_d max(x~_d - x, 0)), kept inside the brain (the slice's foreground, eroded by BRAIN_EROSION
-            pixels so that the outline's own reconstruction error is left out) and near redrawn codes (the resampling
-            mask grown by one code on every side and upsampled, so that a healthy slice whose codes were all kept has
-            an empty map), then smoothed by a Gaussian of `smoothing` pixels: the anomaly map;
+            healthy as a hyperintense lesion is, with 'dark' mean_d max(x~_d - x, 0)), kept inside the brain (the
+            slice's foreground, eroded by BRAIN_EROSION pixels so that the outline's own reconstruction error is
+            left out) and near redrawn codes (the resampling mask grown by one code on every side and upsampled, so
+            that a healthy slice whose codes were all kept has an empty map), then smoothed by a Gaussian of
+            `smoothing` pixels: the anomaly map;
 5. summarise: a slice's score is the mean of its anomaly map's highest TOP_FRACTION of brain pixels.
 
 The same maps come from `anomaly_maps`, `python -m keras_vqvae.detect` and an exported SavedModel's `anomaly`
@@ -24,8 +25,9 @@ endpoint for the same seed: all three run `AnomalyDetector.detect`. Any prior th
 `AutoregressivePrior`, with `code_nll`) and whose sampler draws around given codes (an `InpaintingSampler`) serves:
 the gated PixelCNN and the transformer do.
 
-The plain reconstruction residual |x - decode(z)| (of the same sign), kept inside the same eroded brain and smoothed the same way (but
-not limited to redrawn codes, which it has none of), is the baseline this is measured against (`residual_maps`).
+The plain reconstruction residual |x - decode(z)| (of the same sign), kept inside the same eroded brain and smoothed
+the same way (but not limited to redrawn codes, which it has none of), is the baseline this is measured against
+(`residual_maps`).
 
 Longer than 300 lines because the detector's five steps, its settings and the result it returns are read together:
 split, a reader would follow one computation across three files.

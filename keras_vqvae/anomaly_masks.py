@@ -36,7 +36,8 @@ HEALTHY_FLAGGED = 0.01  # the share of healthy brain pixels above the calibrated
 MEDIAN_BATCH = 16  # maps median-filtered at once
 CALIBRATION_SLICES = 256  # healthy validation slices at most (evenly spaced through the split) for the threshold
 OTHER_MASKS_KEPT = 8  # mask calibrations of settings other than the run's kept in its anomaly calibration
-_LATER_SETTINGS = {"rounds": 1, "sign": "both", "per_subject": False}  # settings the maps gained after calibrations were first kept, as those were made
+_LATER_SETTINGS = {"rounds": 1, "sign": "both", "per_subject": False}  # settings gained after calibrations were first
+# kept, with the values those were made with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +81,11 @@ def subject_threshold(maps: np.ndarray, brain: np.ndarray, subjects, flagged: fl
     if len(subjects) != len(maps):
         raise ValueError(f"{len(subjects)} subjects were given for {len(maps)} maps")
     brain = np.asarray(brain, bool)
-    return max(healthy_threshold(maps[subjects == subject], brain[subjects == subject], flagged)
-               for subject in np.unique(subjects) if brain[subjects == subject].any())
+    thresholds = [healthy_threshold(maps[subjects == subject], brain[subjects == subject], flagged)
+                  for subject in np.unique(subjects) if brain[subjects == subject].any()]
+    if not thresholds:
+        raise ValueError("subject_threshold needs at least one brain pixel")
+    return max(thresholds)
 
 
 def median_filtered(maps: np.ndarray, size: int) -> np.ndarray:
@@ -183,10 +187,10 @@ def calibrate_mask_threshold(detector: AnomalyDetector, images: np.ndarray, posi
         'flagged', 'median_size', 'per_subject', 'threshold' (bits), 'draws', 'temperature', 'smoothing', 'seed',
         'rounds', 'sign'}.
     """
-    maps = detector.examine(images, positions, batch_size, verbose).maps
+    maps = filtered_maps(detector.examine(images, positions, batch_size, verbose).maps, settings.median_size)
     brain = eroded_brain(np.asarray(images, np.float32)).numpy()[..., 0] > 0  # (n, S, S)
-    threshold = subject_threshold(filtered_maps(maps, settings.median_size), brain, subjects, settings.flagged)
-    marked = anomaly_masks(maps, threshold, settings.median_size, settings.min_pixels)
+    threshold = subject_threshold(maps, brain, subjects, settings.flagged)
+    marked = without_small_components(maps > threshold, settings.min_pixels)  # the masks, the maps filtered once
     return {"mask_threshold": threshold, "healthy_flagged": float(np.mean(marked[brain])),
             "min_pixels": settings.min_pixels, "subjects": len(np.unique(subjects)), "slices": len(images),
             **_made_with(detector, settings)}

@@ -12,12 +12,13 @@ import pytest
 import tensorflow as tf
 
 from keras_vqvae import InputError
-from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings
+from keras_vqvae.anomaly import AnomalyDetector, AnomalySettings, eroded_brain
 from keras_vqvae.anomaly_masks import (CALIBRATION_SLICES, MEDIAN_BATCH, MaskSettings, anomaly_masks,
                                       calibrate_mask_threshold, calibration_subset, healthy_threshold,
                                       mask_tensor, median_filtered, run_mask_calibration, subject_threshold,
                                       without_small_components)
 from keras_vqvae.calibration import run_calibration
+from keras_vqvae.data import SubjectSplit, load_split, make_dataset
 from keras_vqvae.training import RunFolder
 from conftest import copy_run
 
@@ -191,6 +192,14 @@ def test_train_keeps_the_masks_threshold_and_the_run_reads_it_back_or_sets_it_fo
     assert kept["masks"]["threshold"] == kept["threshold"] and kept["masks"]["slices"] == 32  # one subject
     assert kept["masks"]["subjects"] == 1 and kept["masks"]["per_subject"]
     assert 0 <= kept["masks"]["healthy_flagged"] <= 0.01  # components under 30 pixels go: at this size, maybe all
+    split = load_split(config.data, "validate", config.seed, SubjectSplit(*config.synthetic_subjects))
+    images = np.concatenate([batch.numpy() for batch in make_dataset(split, config.image_size, 64)]) + 0.5
+    filtered = median_filtered(detector.examine(images, np.array(split.slice_numbers)).maps, 5)  # (32, S, S)
+    brain = eroded_brain(images).numpy()[..., 0] > 0
+    one_subject = float(np.quantile(filtered[brain], 0.99, method="higher"))  # its own 1%: the largest of one
+    assert kept["masks"]["mask_threshold"] == pytest.approx(one_subject, rel=1e-5)
+    marked = without_small_components(filtered > kept["masks"]["mask_threshold"], 30)
+    assert kept["masks"]["healthy_flagged"] == pytest.approx(marked[brain].mean(), abs=1e-4)
 
     def no_data(*arguments):
         raise AssertionError("the run's data was read")
