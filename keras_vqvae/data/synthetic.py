@@ -9,8 +9,13 @@ seen through a random anatomy and a random scanner:
   tissue next to it;
 * scanner: grey/white-matter contrast, gamma, a smooth multiplicative bias field, sharpness and noise inside the brain.
 
+Each slice has its tissue labels from the same deformation and ageing (`make_labels`): the tissue that holds the
+largest share of each pixel, CSF, grey or white matter, as the OASIS segmentations label theirs.
+
 Slices are laid out exactly like the preprocessed OASIS set: 256x256 8-bit grayscale, 32 axial slices per subject,
-anterior up, black background, ``case_<id>_slice_<n>.nii.png``, subject-disjoint train/validate/test folders. They are
+anterior up, black background, ``case_<id>_slice_<n>.nii.png``, subject-disjoint train/validate/test folders, and
+their labels beside them as OASIS ships its segmentations (``keras_png_slices_seg_<split>/seg_<id>_slice_<n>.nii.png``,
+`labels.TISSUE_VALUES`). They are
 synthetic and are always announced as such; they never pretend to be OASIS.
 """
 
@@ -24,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from keras_vqvae.data.labels import LABEL_FOLDER_PREFIX, TISSUE_VALUES, label_name
 from keras_vqvae.errors import InputError
 
 SLICES_PER_SUBJECT = 32
@@ -153,12 +159,12 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return about_z @ about_x @ about_y
 
 
-# Subjects kept in memory once made (2 MB each at 256x256): a process that loads the same small data set again, as a
-# notebook or the test suite does, takes them from memory instead of making each again (1 to 1.5 s apiece on 2 cores).
+# Subjects kept in memory once made (4 MB each at 256x256, slices and labels): a process that loads the same small
+# data set again, as a notebook or the test suite does, takes them from memory instead of making each again (1 to
+# 1.5 s apiece on 2 cores).
 SUBJECTS_KEPT = 32
 
 
-@functools.lru_cache(maxsize=SUBJECTS_KEPT)
 def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJECT,
                  image_size: int = IMAGE_SIZE) -> np.ndarray:
     """One virtual subject: `num_slices` axial slices, uint8 (num_slices, image_size, image_size), anterior up.
@@ -167,6 +173,20 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
 
     The same (case_id, seed) always gives the same subject, whatever else is generated; read-only, as it is kept.
     """
+    return _subject(case_id, seed, num_slices, image_size)[0]
+
+
+def make_labels(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJECT,
+                image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """The tissue labels of `make_subject`'s slices, uint8 (num_slices, image_size, image_size): 0 background, 1 CSF,
+    2 grey matter, 3 white matter (`labels.TISSUES`), each pixel the tissue of the largest share after ageing;
+    read-only."""
+    return _subject(case_id, seed, num_slices, image_size)[1]
+
+
+@functools.lru_cache(maxsize=SUBJECTS_KEPT)
+def _subject(case_id: int, seed: int, num_slices: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, labels) of one virtual subject, both uint8 (num_slices, image_size, image_size) and read-only."""
     template = _template()
     rng = np.random.default_rng([seed, case_id])
     shape = np.array(template.fields.shape[:3], np.float32)
@@ -216,8 +236,14 @@ def make_subject(case_id: int, seed: int = 0, num_slices: int = SLICES_PER_SUBJE
     intensity += rng.normal(0.0, rng.uniform(1.0, 3.0), size=intensity.shape)
     intensity = np.where(inside, intensity, 0.0)
     pixels = np.clip(np.rint(intensity), 0, 255).astype(np.uint8)
-    pixels.flags.writeable = False
-    return pixels
+
+    # Labels: the shares of grey and white matter that ageing leaves; the rest of the brain is CSF.
+    grey, white = (1 - atrophy) * grey, (1 - atrophy) * white
+    shares = np.stack([1 - grey - white, grey, white])  # (3, slices, H, W): CSF, grey, white matter
+    labels = np.where(inside, 1 + np.argmax(shares, axis=0), 0).astype(np.uint8)
+    for array in (pixels, labels):
+        array.flags.writeable = False
+    return pixels, labels
 
 
 def make_split_arrays(split: SubjectSplit = SubjectSplit(), seed: int = 0, image_size: int = IMAGE_SIZE
@@ -234,22 +260,34 @@ def subject_arrays(case_ids: list[int], seed: int = 0, image_size: int = IMAGE_S
             np.tile(np.arange(SLICES_PER_SUBJECT), len(case_ids)))
 
 
-def write_sample(root: str | Path, split: SubjectSplit = SubjectSplit(), seed: int = 0) -> int:
-    """Writes the virtual subjects to `root` in the OASIS layout, with a README and the template's notice.
+def subject_labels(case_ids: list[int], seed: int = 0, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """The tissue labels of `subject_arrays`' images, uint8 (N, H, W) in 0..3 (`labels.TISSUES`), in the same order."""
+    return np.concatenate([make_labels(case_id, seed, image_size=image_size) for case_id in case_ids])
 
-    Returns the number of slices written. `root` must not already hold slice folders (nothing is overwritten).
+
+def write_sample(root: str | Path, split: SubjectSplit = SubjectSplit(), seed: int = 0) -> int:
+    """Writes the virtual subjects to `root` in the OASIS layout, their tissue labels in OASIS's segmentation folders,
+    with a README and the template's notice.
+
+    Returns the number of slices written (as many label files beside them). `root` must not already hold slice
+    folders (nothing is overwritten).
     """
     root = Path(root).expanduser()
-    folders = {name: root / f"keras_png_slices_{name}" for name in SPLITS}
-    existing = [str(f) for f in folders.values() if f.exists()]
+    folders = {name: (root / f"keras_png_slices_{name}", root / f"{LABEL_FOLDER_PREFIX}{name}") for name in SPLITS}
+    existing = [str(f) for pair in folders.values() for f in pair if f.exists()]
     if existing:
         raise InputError(f"{existing[0]} already exists: give a new or empty folder (nothing was overwritten)")
+    values = np.array(TISSUE_VALUES, np.uint8)
     written = 0
     for name, ids in split.case_ids().items():
-        folders[name].mkdir(parents=True)
+        images, segmentations = folders[name]
+        images.mkdir(parents=True)
+        segmentations.mkdir()
         for case_id in ids:
-            for number, pixels in enumerate(make_subject(case_id, seed)):
-                Image.fromarray(pixels).save(folders[name] / f"case_{case_id:03d}_slice_{number}.nii.png")
+            for number, (pixels, labels) in enumerate(zip(*_subject(case_id, seed, SLICES_PER_SUBJECT, IMAGE_SIZE))):
+                name = f"case_{case_id:03d}_slice_{number}.nii.png"
+                Image.fromarray(pixels).save(images / name)
+                Image.fromarray(values[labels]).save(segmentations / label_name(name))
                 written += 1
     notice = resources.files(__package__).joinpath("resources/NOTICE").read_text()
     (root / "README.txt").write_text(f"{ANNOUNCEMENT}\nMade by `python -m keras_vqvae.data make-sample` with seed "
