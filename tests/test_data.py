@@ -19,7 +19,6 @@ from keras_vqvae.data import SliceSet, manifest, synthetic
 def oasis_folder(tmp_path, subject_slices):
     for split, cases in (("train", [1, 2, 3]), ("validate", [4]), ("test", [5])):
         write_slices(tmp_path / f"keras_png_slices_{split}", subject_slices[:4], cases)
-    write_slices(tmp_path / "keras_png_slices_seg_train", subject_slices[:4] // 85, [1], "seg_{case:03d}_{slice}.png")
     return tmp_path
 
 
@@ -27,7 +26,7 @@ def test_oasis_layout_gives_three_splits_with_case_ids_and_slice_numbers(oasis_f
     data = read_folder(oasis_folder)
     assert [len(s) for s in data.splits()] == [12, 4, 4]
     assert data.train.case_ids[:4] == ("001",) * 4 and sorted(data.train.slice_numbers[:4]) == [0, 1, 2, 3]
-    assert data.notes == ()  # the seg folders are not read
+    assert data.notes == () and not any(split.has_labels for split in data.splits())  # no segmentation folders
     assert data.carry_positions and data.num_positions == 4
     unnamed = dataclasses.replace(data.test, slice_numbers=(-1,) + data.test.slice_numbers[1:])  # one name without
     assert not dataclasses.replace(data, test=unnamed).carry_positions
@@ -198,7 +197,7 @@ def test_synthetic_subjects_are_deterministic_and_look_like_oasis_slices():
     assert synthetic.make_subject(7, seed=1, num_slices=4, image_size=128) is first  # kept, and handed out read-only
     with pytest.raises(ValueError, match="read-only"):
         first[0, 0, 0] = 1
-    synthetic.make_subject.cache_clear()
+    synthetic._subject.cache_clear()
     np.testing.assert_array_equal(first, synthetic.make_subject(7, seed=1, num_slices=4, image_size=128))  # made again
     assert not np.array_equal(first, synthetic.make_subject(8, seed=1, num_slices=4, image_size=128))
     assert first.dtype == np.uint8 and first.shape == (4, 128, 128)

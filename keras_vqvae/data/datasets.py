@@ -27,8 +27,9 @@ SHUFFLE_BUFFER = 4096  # slices a training pipeline reshuffles among each epoch,
 
 
 def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, training: bool = False,
-                 seed: int | None = None, cache: str = "memory") -> tf.data.Dataset:
-    """Batches of images (batch, image_size, image_size, 1) float32 in [-0.5, 0.5].
+                 seed: int | None = None, cache: str = "memory", labels: bool = False) -> tf.data.Dataset:
+    """Batches of images (batch, image_size, image_size, 1) float32 in [-0.5, 0.5], or with `labels` of
+    (images, tissue labels (batch, image_size, image_size) uint8 in 0..3).
 
     Args:
         slice_set: the slices, decoded in parallel.
@@ -44,6 +45,8 @@ def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, train
             holds a digest of what they hold (`SliceSet.fingerprint`, the size and the order), so that a later run
             reuses them only for the same slices and rebuilds them for any others. A cache is written under a
             temporary name and renamed once complete: one cut short by a kill is never read, nor in the way.
+        labels: whether each image comes with its tissue labels (`SliceSet.has_labels`), padded and resized alike
+            (nearest label); a ValueError when the set has none.
 
     Returns:
         A `tf.data.Dataset` of batches, prefetched, sharded by element between workers.
@@ -54,24 +57,38 @@ def make_dataset(slice_set: SliceSet, image_size: int, batch_size: int, *, train
         cache = os.path.expanduser(cache)
         folder_to_write(existing_folder(os.path.dirname(cache) or ".", "--cache folder", "create it, or give --cache "
                                         "memory or none"), "--cache")
+    if labels and not slice_set.has_labels:
+        raise ValueError(f"the {slice_set.name} split has no tissue labels")
     if training:
         slice_set = slice_set.reordered(np.random.default_rng(seed).permutation(len(slice_set)))
 
     def normalise(image):  # (H, W, 1) in [0, 1] -> (image_size, image_size, 1) in [-0.5, 0.5]
-        height, width = tf.shape(image)[0], tf.shape(image)[1]
-        side = tf.maximum(height, width)
-        image = tf.image.pad_to_bounding_box(image, (side - height) // 2, (side - width) // 2, side, side)
-        image = tf.image.resize(image, (image_size, image_size), antialias=True)
-        return tf.clip_by_value(image, 0.0, 1.0) - 0.5
+        return tf.clip_by_value(_square(image, image_size, "bilinear"), 0.0, 1.0) - 0.5
 
-    dataset = slice_set.decoded().map(normalise, num_parallel_calls=tf.data.AUTOTUNE)
+    def normalise_labelled(image, label):  # and (H, W, 1) labels -> (image_size, image_size)
+        return normalise(image), _square(label, image_size, "nearest")[..., 0]
+
+    if labels:
+        dataset = tf.data.Dataset.zip(slice_set.decoded(), slice_set.decoded_labels())
+        dataset = dataset.map(normalise_labelled, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = slice_set.decoded().map(normalise, num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "memory":
         dataset = dataset.cache()
     elif cache != "none":
-        dataset = _cached_on_disk(dataset, f"{cache}{slice_set.name}_{image_size}px_{slice_set.fingerprint()[:16]}")
+        name = f"{slice_set.name}_{image_size}px{'_labelled' if labels else ''}_{slice_set.fingerprint(labels)[:16]}"
+        dataset = _cached_on_disk(dataset, cache + name)
     if training:
         dataset = dataset.shuffle(min(len(slice_set), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(sharded_by_element())
+
+
+def _square(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
+    """(H, W, C) centred in a square padded with zeros, resized to (size, size, C): antialiased unless "nearest"."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    side = tf.maximum(height, width)
+    image = tf.image.pad_to_bounding_box(image, (side - height) // 2, (side - width) // 2, side, side)
+    return tf.image.resize(image, (size, size), method=method, antialias=method != "nearest")
 
 
 def _cached_on_disk(dataset: tf.data.Dataset, name: str) -> tf.data.Dataset:

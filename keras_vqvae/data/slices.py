@@ -4,7 +4,8 @@ pipelines).
 Three folder layouts are understood:
 
 * the OASIS layout: a folder holding ``keras_png_slices_train``, ``keras_png_slices_validate`` and
-  ``keras_png_slices_test`` (the ``seg`` folders beside them are segmentations and are ignored);
+  ``keras_png_slices_test``; where the segmentation folders ``keras_png_slices_seg_*`` are beside them, each slice
+  is paired with its tissue labels by name (`keras_vqvae.data.labels`);
 * one split folder, or any folder of PNG/JPEG slices: it is split by subject into train/validate/test,
   deterministically by seed, so that no subject is in two splits.
 
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_vqvae.data import synthetic
+from keras_vqvae.data.labels import LABEL_FOLDER_PREFIX, paired_label_files
 from keras_vqvae.data.sets import SliceSet, Slices
 from keras_vqvae.errors import InputError, existing_folder
 
@@ -63,7 +65,7 @@ def load_split(path: str | Path | None, name: str, seed: int = 0,
     """The split `name` ('train', 'validate' or 'test') of the source `load_slices` reads, without making the
     other splits' virtual subjects when it is the embedded data."""
     if path is None:
-        return _synthetic_set(name, *synthetic.subject_arrays(synthetic_subjects.case_ids()[name], seed))
+        return _synthetic_set(name, synthetic_subjects.case_ids()[name], seed)
     return dict(zip(synthetic.SPLITS, read_folder(path, seed).splits()))[name]
 
 
@@ -75,21 +77,23 @@ def synthetic_slices(subjects: synthetic.SubjectSplit = synthetic.SubjectSplit()
         seed: the seed of their anatomy and scanner; the same seed gives the same slices.
 
     Returns:
-        `Slices` of 256x256 uint8 pixels held in memory, named and numbered as OASIS names its slices.
+        `Slices` of 256x256 uint8 pixels held in memory with their tissue labels, named and numbered as OASIS names
+        its slices.
     """
-    sets = {split: _synthetic_set(split, *arrays)
-            for split, arrays in synthetic.make_split_arrays(subjects, seed).items()}
+    sets = {split: _synthetic_set(split, ids, seed) for split, ids in subjects.case_ids().items()}
     return Slices(**sets, description=f"embedded synthetic data (seed {seed})", notes=(synthetic.ANNOUNCEMENT,))
 
 
 def extra_synthetic_slices(subjects: synthetic.SubjectSplit, count: int, seed: int = 0) -> SliceSet:
     """`count` further virtual subjects of the embedded data, in none of the splits of `subjects` (see
     `SubjectSplit.extra_case_ids`), as a set named 'extra'."""
-    return _synthetic_set("extra", *synthetic.subject_arrays(subjects.extra_case_ids(count), seed))
+    return _synthetic_set("extra", subjects.extra_case_ids(count), seed)
 
 
-def _synthetic_set(name: str, pixels: np.ndarray, case_ids: np.ndarray, slice_numbers: np.ndarray) -> SliceSet:
-    return SliceSet(name, tuple(f"{i:03d}" for i in case_ids), tuple(int(n) for n in slice_numbers), pixels=pixels)
+def _synthetic_set(name: str, subjects: list[int], seed: int) -> SliceSet:
+    pixels, case_ids, slice_numbers = synthetic.subject_arrays(subjects, seed)
+    return SliceSet(name, tuple(f"{i:03d}" for i in case_ids), tuple(int(n) for n in slice_numbers), pixels=pixels,
+                    labels=synthetic.subject_labels(subjects, seed))
 
 
 def read_folder(path: str | Path, seed: int = 0) -> Slices:
@@ -101,7 +105,8 @@ def read_folder(path: str | Path, seed: int = 0) -> Slices:
 
     Returns:
         `Slices` of the folder's image files, every one checked to decode (an InputError names the first that does
-        not), with notes on the images that are converted or skipped.
+        not), with their label files in the OASIS layout when its segmentation folders are there (each checked,
+        `labels.paired_label_files`), and notes on the images that are converted or skipped.
     """
     root = existing_folder(path, "data folder", "give the folder that holds keras_png_slices_train, _validate and "
                                                 "_test (or any folder of PNG slices), or leave --data out for the "
@@ -113,9 +118,11 @@ def read_folder(path: str | Path, seed: int = 0) -> Slices:
             raise InputError(f"{root} is in the OASIS layout but lacks {', '.join(missing)}: restore it, "
                              f"or give one split folder (e.g. {present[next(iter(present))]}) to split it by subject")
         scans = {split: _scan(folder) for split, folder in present.items()}
-        sets = {split: _slice_set(split, scan.files) for split, scan in scans.items()}
+        labels = _oasis_labels(root, scans)
+        sets = {split: _slice_set(split, scan.files, labels.get(split, ())) for split, scan in scans.items()}
         notes = _notes(list(scans.values()))
-        return Slices(**sets, description=f"OASIS layout at {root}", notes=notes)
+        description = f"OASIS layout at {root}{' with tissue labels' if labels else ''}"
+        return Slices(**sets, description=description, notes=notes)
 
     scan = _scan(root)
     sets, split_notes = _split_by_subject(scan.files, seed)
@@ -145,6 +152,7 @@ class _Scan:
     modes: Counter
     sizes: Counter
     ignored: list[str]
+    file_sizes: list[tuple[int, int]]  # (width, height) of each of `files`
 
 
 def _scan(folder: Path) -> _Scan:
@@ -153,12 +161,13 @@ def _scan(folder: Path) -> _Scan:
     if not files:
         found = f" (found only {len(entries)} other files, e.g. {entries[0].name})" if entries else " (it is empty)"
         raise InputError(f"no PNG or JPEG slices in {folder}{found}: give the folder that holds the slices")
-    modes, sizes, undecodable = Counter(), Counter(), []
+    modes, sizes, undecodable, file_sizes = Counter(), Counter(), [], []
     for file in files:
         try:
             with Image.open(file) as image:
                 modes[image.mode] += 1
                 sizes[image.size] += 1
+                file_sizes.append(image.size)
                 if not _decodable(image.format, image.mode):
                     undecodable.append(f"{file} holds {image.format} {image.mode} image data")
                 if image.format == "PNG":
@@ -172,7 +181,22 @@ def _scan(folder: Path) -> _Scan:
         raise InputError(f"{undecodable[0]}{others}, which the pipeline cannot decode (it reads PNG, and grayscale "
                          f"or RGB JPEG): save it as a PNG, or delete it")
     ignored = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
-    return _Scan(files, modes, sizes, ignored)
+    return _Scan(files, modes, sizes, ignored, file_sizes)
+
+
+def _oasis_labels(root: Path, scans: dict[str, _Scan]) -> dict[str, list[Path]]:
+    """Each split's label files, from the segmentation folders beside the slices: none when there are none; an
+    InputError when only some are there."""
+    folders = {split: root / f"{LABEL_FOLDER_PREFIX}{split}" for split in scans}
+    present = [split for split, folder in folders.items() if folder.is_dir()]
+    if not present:
+        return {}
+    if len(present) < len(folders):
+        missing = next(folder.name for folder in folders.values() if not folder.is_dir())
+        raise InputError(f"{root} holds {folders[present[0]].name} but not {missing}: restore it, or move the "
+                         f"{LABEL_FOLDER_PREFIX}* folders away to train without tissue labels")
+    return {split: paired_label_files(scans[split].files, scans[split].file_sizes, folders[split])
+            for split in scans}
 
 
 def _decodable(image_format: str | None, mode: str) -> bool:
@@ -210,9 +234,10 @@ def _parse_name(path: Path) -> tuple[str, int] | None:
     return None
 
 
-def _slice_set(split: str, files: list[Path]) -> SliceSet:
+def _slice_set(split: str, files: list[Path], label_files: list[Path] | tuple = ()) -> SliceSet:
     parsed = [_parse_name(p) or (p.stem, -1) for p in files]
-    return SliceSet(split, tuple(c for c, _ in parsed), tuple(n for _, n in parsed), files=tuple(map(str, files)))
+    return SliceSet(split, tuple(c for c, _ in parsed), tuple(n for _, n in parsed), files=tuple(map(str, files)),
+                    label_files=tuple(map(str, label_files)))
 
 
 def _split_by_subject(files: list[Path], seed: int) -> tuple[dict[str, SliceSet], tuple[str, ...]]:
