@@ -150,9 +150,8 @@ class _Scan:
 
     files: list[Path]
     modes: Counter
-    sizes: Counter
+    sizes: list[tuple[int, int]]  # (width, height) of each of `files`
     ignored: list[str]
-    file_sizes: list[tuple[int, int]]  # (width, height) of each of `files`
 
 
 def _scan(folder: Path) -> _Scan:
@@ -161,13 +160,12 @@ def _scan(folder: Path) -> _Scan:
     if not files:
         found = f" (found only {len(entries)} other files, e.g. {entries[0].name})" if entries else " (it is empty)"
         raise InputError(f"no PNG or JPEG slices in {folder}{found}: give the folder that holds the slices")
-    modes, sizes, undecodable, file_sizes = Counter(), Counter(), [], []
+    modes, sizes, undecodable = Counter(), [], []
     for file in files:
         try:
             with Image.open(file) as image:
                 modes[image.mode] += 1
-                sizes[image.size] += 1
-                file_sizes.append(image.size)
+                sizes.append(image.size)
                 if not _decodable(image.format, image.mode):
                     undecodable.append(f"{file} holds {image.format} {image.mode} image data")
                 if image.format == "PNG":
@@ -181,7 +179,7 @@ def _scan(folder: Path) -> _Scan:
         raise InputError(f"{undecodable[0]}{others}, which the pipeline cannot decode (it reads PNG, and grayscale "
                          f"or RGB JPEG): save it as a PNG, or delete it")
     ignored = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
-    return _Scan(files, modes, sizes, ignored, file_sizes)
+    return _Scan(files, modes, sizes, ignored)
 
 
 def _oasis_labels(root: Path, scans: dict[str, _Scan]) -> dict[str, list[Path]]:
@@ -195,7 +193,7 @@ def _oasis_labels(root: Path, scans: dict[str, _Scan]) -> dict[str, list[Path]]:
         missing = next(folder.name for folder in folders.values() if not folder.is_dir())
         raise InputError(f"{root} holds {folders[present[0]].name} but not {missing}: restore it, or move the "
                          f"{LABEL_FOLDER_PREFIX}* folders away to train without tissue labels")
-    return {split: paired_label_files(scans[split].files, scans[split].file_sizes, folders[split])
+    return {split: paired_label_files(scans[split].files, scans[split].sizes, folders[split])
             for split in scans}
 
 
@@ -208,7 +206,7 @@ def _decodable(image_format: str | None, mode: str) -> bool:
 
 def _notes(scans: list[_Scan]) -> tuple[str, ...]:
     modes = sum((s.modes for s in scans), Counter())
-    sizes = sum((s.sizes for s in scans), Counter())
+    sizes = Counter(size for s in scans for size in s.sizes)
     ignored = [name for s in scans for name in s.ignored]
     notes = []
     converted = {mode: n for mode, n in modes.items() if mode not in ("L", "I;16", "I;16B", "I")}
